@@ -1,0 +1,300 @@
+"""condor_submit_cloud: condor_submit with cloud steering.
+
+    condor_submit_cloud [--mode cloud|local|any] <any condor_submit arguments>
+
+The wrapper removes its own ``--mode X`` / ``--mode=X`` (``-mode`` too: condor_submit
+has no option of that name), then ``exec``s condor_submit with the same arguments,
+so its output and exit status are condor_submit's own.  Steering is done the way
+HTCondor itself appends site clauses (SubmitHash::SetRequirements in
+src/condor_utils/submit_utils.cpp):
+
+* condor_submit builds ``(<user requirements>) && (<append>) && <defaults>`` where
+  ``<append>`` is APPEND_REQ_VANILLA (vanilla, docker, container) or APPEND_REQ_VM
+  (vm universe) if defined, else APPEND_REQUIREMENTS.  The wrapper sets each of
+  those knobs that is in effect to ``(<site value>) && (<clause>)`` through
+  ``_CONDOR_<KNOB>`` in condor_submit's environment, so every ``requirements``
+  statement of every queue block keeps the user's expression.
+* ``+Requirements``/``MY.Requirements`` makes condor_submit skip all of that, so an
+  ``-append`` block ANDs the clause into it when it is defined.
+* ``-append '+CloudMode = "<mode>"'`` and ``-append '+CloudModeApplied = "<mode>"'``
+  (condor_submit parses -append lines after the submit file's statements before
+  every queue statement).
+
+The default mode is the knob CLOUD_PLUGINS_DEFAULT_MODE, else ``cloud``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import List, Optional, Tuple
+
+from condor_plugins import modes
+
+PROG = "condor_submit_cloud"
+CONDOR_SUBMIT = "condor_submit"
+
+# condor_submit's knobs for the appended clause; see SubmitHash::SetRequirements.
+KNOB_APPEND = "APPEND_REQUIREMENTS"
+UNIVERSE_KNOBS = ("APPEND_REQ_VANILLA", "APPEND_REQ_VM")
+
+HELP_LINE = (
+    "\n    --mode cloud|local|any\tcondor_submit_cloud only: run the jobs only on cloud\n"
+    "\t\t\t\tnodes (cloud), never on them (local) or anywhere (any);\n"
+    "\t\t\t\tdefault: the knob CLOUD_PLUGINS_DEFAULT_MODE, else cloud\n"
+)
+
+
+class WrapperError(Exception):
+    """An error of the wrapper itself (reported as one line, exit 1)."""
+
+
+# ---------------------------------------------------------------- arguments
+# A faithful copy of condor_submit's option matching (is_dash_arg_prefix in
+# src/condor_utils/match_prefix.cpp), needed only to know which arguments are
+# values of condor_submit options and so never our --mode.
+
+def _is_arg_prefix(arg: str, name: str, min_len: int, colon: bool) -> bool:
+    if not arg or not name or arg[0] != name[0]:
+        return False
+    n = 0
+    while n < len(arg) and n < len(name) and arg[n] == name[n]:
+        n += 1
+        if n < len(arg) and arg[n] == ":":
+            break
+    rest = arg[n:]
+    if rest and not rest.startswith(":"):
+        return False
+    if min_len < 0:
+        return n == len(name)
+    return n >= min_len
+
+
+def _is_dash_arg(arg: str, name: str, min_len: int = 0, colon: bool = False) -> bool:
+    if not arg.startswith("-"):
+        return False
+    arg = arg[1:]
+    if arg.startswith("-"):
+        arg = arg[1:]
+        min_len = -1
+    return _is_arg_prefix(arg, name, min_len, colon)
+
+
+# condor_submit's options, in the order it tests them: (name, min, colon, kind)
+# kind: 0 no value, 1 one value, "q" queue args, "d" dry-run, "h" help
+_OPTIONS = [
+    ("verbose", 1, False, 0), ("terse", 3, False, 0), ("disable", 1, False, 0),
+    ("debug", 2, True, 0), ("dry-run", 3, True, "d"), ("spool", 1, False, 0),
+    ("file", 2, False, "f"), ("digest", 6, False, 1), ("factory", 2, False, 0),
+    ("generator", 1, False, 0), ("address", 2, False, 1), ("remote", 1, False, 1),
+    ("name", 1, False, 1), ("append", 1, False, "a"), ("batch-name", 1, False, 1),
+    ("batch-id", 1, False, 1), ("queue", 1, False, "q"), ("maxjobs", 3, False, 1),
+    ("single-cluster", 3, False, 0), ("pool", 2, False, 1), ("unused", 1, False, 0),
+    ("dump", 2, False, "D"), ("force-mpi-universe", 7, False, 0),
+    ("allow-crlf-script", 8, False, 0), ("help", 0, False, "h"),
+    ("capabilities", 3, True, 0), ("interactive", 1, False, "i"),
+]
+
+
+class Args:
+    def __init__(self) -> None:
+        self.mode: Optional[str] = None
+        self.rest: List[str] = []
+        self.help = False
+        self.has_file = False      # positional, '-' or -file
+        self.has_queue = False     # -queue or -append 'queue ...'
+        self.has_keys = False      # key=value or non-queue -append (GotCmdlineKeys)
+        self.dry_or_dump = False
+        self.interactive = False
+
+
+def _looks_like_queue(line: str) -> bool:
+    words = line.strip().split(None, 1)
+    return bool(words) and words[0].lower() == "queue"
+
+
+def parse_args(argv: List[str]) -> Args:
+    a = Args()
+    i = 0
+    n = len(argv)
+    while i < n:
+        arg = argv[i]
+        if arg in ("--mode", "-mode"):
+            if i + 1 >= n:
+                raise WrapperError("--mode requires an argument: cloud, local or any")
+            a.mode = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith(("--mode=", "-mode=")):
+            a.mode = arg.split("=", 1)[1]
+            i += 1
+            continue
+        a.rest.append(arg)
+        i += 1
+        if arg == "-":
+            a.has_file = True
+            continue
+        if arg.startswith("-"):
+            kind = None
+            for name, min_len, colon, k in _OPTIONS:
+                if _is_dash_arg(arg, name, min_len, colon):
+                    kind = k
+                    break
+            if kind == "h":
+                a.help = True
+            elif kind == "i":
+                a.interactive = True
+            elif kind in (1, "f", "a", "D") and i < n:
+                val = argv[i]
+                a.rest.append(val)
+                i += 1
+                if kind == "f":
+                    a.has_file = True
+                elif kind == "D":
+                    a.dry_or_dump = True
+                elif kind == "a":
+                    if _looks_like_queue(val):
+                        a.has_queue = True
+                    else:
+                        a.has_keys = True
+            elif kind == "d":
+                a.dry_or_dump = True
+                # -dry-run takes a file unless given as -dry-run:<n> with n >= 0x10
+                opt = arg.split(":", 1)[1] if ":" in arg else ""
+                needs_file = not any(o.strip().isdigit() and int(o) >= 0x10 for o in opt.split(","))
+                if needs_file and i < n and (not argv[i].startswith("-") or argv[i] == "-"):
+                    a.rest.append(argv[i])
+                    i += 1
+            elif kind == "q":
+                a.has_queue = True
+                while i < n:
+                    nxt = argv[i]
+                    if nxt == "-" or not nxt.startswith("-"):
+                        a.rest.append(nxt)
+                        i += 1
+                        if nxt == "-":
+                            break
+                        continue
+                    break
+            continue
+        if "=" in arg:
+            a.has_keys = True
+        else:
+            a.has_file = True
+    return a
+
+
+# ------------------------------------------------------------------ config
+
+def _param():
+    import htcondor2  # imported lazily: only when the configuration is needed
+    return htcondor2.param
+
+
+def _knob(param, name: str) -> Optional[str]:
+    try:
+        value = param.get(name)
+    except Exception:
+        value = None
+    if value is None or not str(value).strip():
+        return None  # condor's param() treats empty as undefined, too
+    return str(value)
+
+
+def resolve_mode(cli_mode: Optional[str], param=None) -> modes.CloudMode:
+    if cli_mode is not None:
+        return modes.parse_mode(cli_mode, source="--mode")
+    param = param if param is not None else _param()
+    knob = _knob(param, modes.KNOB_DEFAULT_MODE)
+    if knob is None:
+        return modes.DEFAULT_MODE
+    return modes.parse_mode(knob, source=f"the knob {modes.KNOB_DEFAULT_MODE}")
+
+
+def append_env(mode: modes.CloudMode, param) -> dict:
+    """The ``_CONDOR_<KNOB>`` settings that make condor_submit append the clause."""
+    clause = modes.clause_for(mode)
+    if clause is None:
+        return {}
+    env = {}
+    for knob in (KNOB_APPEND,) + UNIVERSE_KNOBS:
+        site = _knob(param, knob)
+        if knob != KNOB_APPEND and site is None:
+            continue  # not defined: condor_submit falls back to APPEND_REQUIREMENTS
+        try:
+            merged = modes.merge_requirements(site, mode)
+        except modes.RequirementsError as e:
+            raise WrapperError(f"the site's {knob} is not a valid expression ({e})") from None
+        env["_CONDOR_" + knob] = merged
+    return env
+
+
+def append_lines(mode: modes.CloudMode) -> List[str]:
+    lines = []
+    clause = modes.clause_for(mode)
+    if clause is not None:
+        # +Requirements / MY.Requirements disables condor_submit's own
+        # requirements generation (and so APPEND_REQUIREMENTS): AND it in there.
+        lines.append(
+            "if defined MY.Requirements\n"
+            f"  MY.Requirements = ($(MY.Requirements)) && ({clause})\n"
+            "endif"
+        )
+    lines.append(f'+{modes.ATTR_CLOUD_MODE} = "{mode.value}"')
+    lines.append(f'+{modes.ATTR_CLOUD_MODE_APPLIED} = "{mode.value}"')
+    return lines
+
+
+def build_command(argv: List[str], environ=None, param=None) -> Tuple[List[str], dict]:
+    """Return (argv for condor_submit, environment) for our arguments."""
+    args = parse_args(argv)
+    param = param if param is not None else _param()
+    mode = resolve_mode(args.mode, param)
+    env = dict(os.environ if environ is None else environ)
+    env.update(append_env(mode, param))
+    cmd = [CONDOR_SUBMIT] + args.rest
+    # Our -append lines count as command-line keys for condor_submit: with
+    # -queue and no submit file, condor_submit would then stop reading stdin.
+    if (args.has_queue and not args.has_file and not args.has_keys
+            and not args.dry_or_dump and not args.interactive):
+        cmd.append("/dev/stdin")
+    for line in append_lines(mode):
+        cmd += ["-append", line]
+    return cmd, env
+
+
+def _help(rest: List[str]) -> int:
+    try:
+        rc = subprocess.call([CONDOR_SUBMIT] + rest)
+    except OSError as e:
+        print(f"{PROG}: cannot run {CONDOR_SUBMIT}: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write(HELP_LINE)
+    sys.stdout.flush()
+    return rc
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse_args(argv)
+        if args.help:
+            if args.mode is not None:
+                modes.parse_mode(args.mode, source="--mode")
+            return _help(args.rest)
+        cmd, env = build_command(argv)
+    except (WrapperError, modes.ModeError, modes.RequirementsError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except OSError as e:
+        print(f"{PROG}: cannot run {cmd[0]}: {e}", file=sys.stderr)
+        return 1
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
