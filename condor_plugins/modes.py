@@ -206,7 +206,8 @@ def _strip_parens(text: str) -> str:
 
 
 def conjuncts(text: str) -> List[str]:
-    """Top-level '&&' conjuncts of ``text`` (normalised, outer parentheses removed).
+    """Top-level '&&' conjuncts of ``text`` (normalised, outer parentheses removed,
+    parenthesised '&&' chains flattened).
 
     Uses ClassAd precedence: '?:'/'?' and '||' bind looser than '&&', so if either
     appears at the top level the whole expression is a single conjunct.
@@ -234,7 +235,12 @@ def conjuncts(text: str) -> List[str]:
             start = m.end()
         i = m.end()
     parts.append(norm[start:])
-    return [_strip_parens(p) for p in parts]
+    out: List[str] = []
+    for part in parts:
+        inner = _strip_parens(part)
+        # a parenthesised '&&' chain is itself a list of conjuncts: flatten
+        out.extend(conjuncts(inner) if inner != part.strip() else [inner])
+    return out
 
 
 def has_clause(text: Optional[str], mode: Union[str, CloudMode]) -> bool:

@@ -189,7 +189,7 @@ def _compose(children):
 EXPRS = st.recursive(ATOMS, _compose, max_leaves=8)
 MODES = st.sampled_from(list(CloudMode))
 
-PROPS = settings(max_examples=150, deadline=None,
+PROPS = settings(max_examples=150, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow])
 
 
