@@ -10,10 +10,12 @@ src/condor_utils/submit_utils.cpp):
 
 * condor_submit builds ``(<user requirements>) && (<append>) && <defaults>`` where
   ``<append>`` is APPEND_REQ_VANILLA (vanilla, docker, container) or APPEND_REQ_VM
-  (vm universe) if defined, else APPEND_REQUIREMENTS.  The wrapper sets each of
-  those knobs that is in effect to ``(<site value>) && (<clause>)`` through
-  ``_CONDOR_<KNOB>`` in condor_submit's environment, so every ``requirements``
-  statement of every queue block keeps the user's expression.
+  (vm universe) if defined, else APPEND_REQUIREMENTS.  The wrapper sets both
+  per-universe knobs to ``(<site value>) && (<clause>)`` through ``_CONDOR_<KNOB>``
+  in condor_submit's environment (the site value being the knob itself or, if
+  undefined, APPEND_REQUIREMENTS), so every ``requirements`` statement of every
+  queue block keeps the user's expression, and local/scheduler universe jobs,
+  matched against the schedd, are left alone.
 * ``+Requirements``/``MY.Requirements`` makes condor_submit skip all of that, so an
   ``-append`` block ANDs the clause into it when it is defined.
 * ``-append '+CloudMode = "<mode>"'`` and ``-append '+CloudModeApplied = "<mode>"'``
@@ -213,19 +215,28 @@ def resolve_mode(cli_mode: Optional[str], param=None) -> modes.CloudMode:
 
 
 def append_env(mode: modes.CloudMode, param) -> dict:
-    """The ``_CONDOR_<KNOB>`` settings that make condor_submit append the clause."""
+    """The ``_CONDOR_<KNOB>`` settings that make condor_submit append the clause.
+
+    Only the universes that match against machines (vanilla, which includes
+    container and docker jobs, and vm) are steered: local and scheduler universe
+    jobs are matched against the schedd's own ad and must not get the clause, so
+    APPEND_REQUIREMENTS is left alone and the per-universe knobs, which take
+    precedence over it, carry ``(<site value>) && (<clause>)``.
+    """
     clause = modes.clause_for(mode)
     if clause is None:
         return {}
     env = {}
-    for knob in (KNOB_APPEND,) + UNIVERSE_KNOBS:
+    site_default = _knob(param, KNOB_APPEND)
+    for knob in UNIVERSE_KNOBS:
         site = _knob(param, knob)
-        if knob != KNOB_APPEND and site is None:
-            continue  # not defined: condor_submit falls back to APPEND_REQUIREMENTS
+        source = knob
+        if site is None:
+            site, source = site_default, KNOB_APPEND
         try:
             merged = modes.merge_requirements(site, mode)
         except modes.RequirementsError as e:
-            raise WrapperError(f"the site's {knob} is not a valid expression ({e})") from None
+            raise WrapperError(f"the site's {source} is not a valid expression ({e})") from None
         env["_CONDOR_" + knob] = merged
     return env
 

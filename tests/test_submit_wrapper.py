@@ -333,3 +333,15 @@ def test_wrapper_startup_overhead(cfgs, tmp_path):
 
     overhead = best(wrapper_cmd()) - best(["condor_submit"])
     assert overhead < 0.5, f"wrapper overhead {overhead:.3f}s"
+
+
+@pytest.mark.parametrize("universe", ["local", "scheduler"])
+def test_local_and_scheduler_universe_not_steered(tmp_path, universe):
+    """Jobs matched against the schedd's own ad must not get the cloud clause."""
+    cfg = make_config(tmp_path, "site")
+    sub = tmp_path / "u.sub"
+    sub.write_text(f"universe = {universe}\nexecutable = /bin/true\nqueue\n")
+    plain = dry_run(["condor_submit"], [str(sub)], cfg, tmp_path)
+    wrapped = dry_run(wrapper_cmd(), ["--mode", "cloud", str(sub)], cfg, tmp_path)
+    assert str(plain[0].lookup("Requirements")) == str(wrapped[0].lookup("Requirements"))
+    assert "IsCloudNode" not in str(wrapped[0].lookup("Requirements"))
