@@ -1,0 +1,146 @@
+"""The cloud provider interface: a handful of methods and typed errors.
+
+A provider is one small module with one ``Provider`` subclass, registered in
+the ``condor_plugins.providers`` entry point group under its type name
+(``local``, ``ec2``, ``openstack``...).  The provisioner builds one provider
+object per configured entry: ``cls(entry, settings)``.
+
+Contract (modelled on the Kubernetes cluster-autoscaler's cloudprovider):
+
+* ``create`` starts ``count`` instances of ``spec``, each carrying ``tags`` and
+  ``user_data``; ``request_token`` makes a retried request idempotent where the
+  cloud supports it (EC2 ClientToken).  It returns the instances it started,
+  possibly fewer than asked for.
+* ``list`` returns every instance carrying all ``owner_tags`` (and only
+  those), in any state, including ones this process did not start.
+* ``terminate`` is idempotent: ids that are already gone are not an error.
+* Every method raises only ``ProviderError`` subclasses for cloud failures;
+  messages are short and never contain credentials or user data.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, List, Mapping, Optional, Sequence
+
+__all__ = [
+    "InstanceState", "InstanceSpec", "Instance", "Provider",
+    "ProviderError", "CapacityError", "QuotaError", "AuthError", "TransientError",
+    "TAG_POOL", "TAG_PROVISIONER", "TAG_ENTRY", "TAG_REQUEST",
+    "owner_tags", "instance_tags",
+]
+
+#: Tag keys every instance carries.  Providers whose clouds restrict key
+#: characters (GCE labels: no '/') map them, but must map them back in ``list``.
+TAG_POOL = "condor-plugins/pool"
+TAG_PROVISIONER = "condor-plugins/provisioner"
+TAG_ENTRY = "condor-plugins/entry"
+TAG_REQUEST = "condor-plugins/request"
+
+
+def owner_tags(pool: str, provisioner: str) -> Dict[str, str]:
+    """The tags that identify the instances one provisioner owns."""
+    return {TAG_POOL: pool, TAG_PROVISIONER: provisioner}
+
+
+def instance_tags(pool: str, provisioner: str, entry: str, request_token: str) -> Dict[str, str]:
+    """All tags of a new instance of ``entry`` started by ``request_token``."""
+    tags = owner_tags(pool, provisioner)
+    tags.update({TAG_ENTRY: entry, TAG_REQUEST: request_token})
+    return tags
+
+
+class InstanceState(str, enum.Enum):
+    """What the cloud says about an instance (not what HTCondor says)."""
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    TERMINATED = "terminated"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to start for one provider entry."""
+    entry: str
+    instance_type: str
+    image: str
+    cpus: int
+    memory_mb: int
+    disk_mb: int
+    #: Provider-specific settings (``CLOUD_PLUGINS_<ENTRY>_<NAME>`` knobs the
+    #: core does not know), keys upper-case.
+    settings: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance as the provider lists it."""
+    id: str
+    entry: str
+    state: InstanceState
+    launch_time: Optional[float] = None   # epoch seconds, if the cloud says
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
+    address: str = ""                     # host name or IP, for display
+    reason: str = ""                      # provider's state reason, if any
+
+
+class ProviderError(Exception):
+    """A cloud call failed.  ``kind`` names the failure for backoff and logs."""
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class CapacityError(ProviderError):
+    """The cloud has no capacity for this spec right now."""
+    kind = "capacity"
+
+
+class QuotaError(ProviderError):
+    """The account's quota or limit would be exceeded."""
+    kind = "quota"
+
+
+class AuthError(ProviderError):
+    """Credentials are missing, expired or not allowed to do this."""
+    kind = "auth"
+
+
+class TransientError(ProviderError):
+    """A failure worth retrying later (timeouts, throttling, 5xx)."""
+    kind = "transient"
+
+
+class Provider(abc.ABC):
+    """Base class of every provider; one object per configured entry."""
+
+    #: The entry point name, e.g. "local" (for messages).
+    type_name: ClassVar[str] = ""
+
+    def __init__(self, entry: str, settings: Mapping[str, str]):
+        self.entry = entry
+        self.settings = dict(settings)
+
+    @abc.abstractmethod
+    def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
+               user_data: str, request_token: str) -> List[Instance]:
+        """Start up to ``count`` instances of ``spec``; return those started."""
+
+    @abc.abstractmethod
+    def list(self, owner_tags: Mapping[str, str]) -> List[Instance]:
+        """Every instance (any state) that carries all ``owner_tags``."""
+
+    @abc.abstractmethod
+    def terminate(self, ids: Sequence[str]) -> None:
+        """Terminate ``ids``; ids that no longer exist are ignored."""
+
+    def close(self) -> None:
+        """Release connections; the default does nothing."""
