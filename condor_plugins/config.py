@@ -1,0 +1,300 @@
+"""Provisioner configuration: HTCondor knobs with the ``CLOUD_PLUGINS_`` prefix.
+
+``KNOBS`` is the single source of truth (defaults, types, docs); ``load(param)``
+reads it from any mapping of knob name to text (``htcondor2.param`` in
+production, a dict in tests) and ``knobs_markdown()`` renders it for the docs.
+
+Named entries: ``CLOUD_PLUGINS_PROVIDERS = local1, ec2east``.  A knob of scope
+``entry`` is read as ``CLOUD_PLUGINS_<ENTRY>_<KNOB>`` and falls back to the
+global ``CLOUD_PLUGINS_<KNOB>``, then to the default; scope ``entry-only`` has
+no global fallback (cloud-specific values such as the image).  Every other
+``CLOUD_PLUGINS_<ENTRY>_<NAME>`` knob is passed to the provider as a setting.
+An empty value counts as unset.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+from .providers.base import InstanceSpec
+
+__all__ = ["PREFIX", "Knob", "KNOBS", "ConfigError", "EntryConfig", "ProvisionerConfig",
+           "load", "knobs_markdown"]
+
+PREFIX = "CLOUD_PLUGINS_"
+GLOBAL, ENTRY, ENTRY_ONLY = "global", "entry", "entry-only"
+
+
+class ConfigError(ValueError):
+    """A knob has a bad value; the message names the knob and the value."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str                 # without the prefix (and without the entry)
+    default: Optional[str]    # as written in a config file; None: required
+    type: str                 # a key of PARSERS
+    doc: str
+    scope: str = GLOBAL
+    minimum: Optional[float] = None
+
+
+KNOBS: Tuple[Knob, ...] = (
+    Knob("PROVIDERS", "", "list", "Names of the provider entries, comma or space separated. "
+         "Names are letters and digits."),
+    Knob("PROVISIONER_NAME", "", "str", "Name of this provisioner, in the tags of every "
+         "instance it owns. Empty: the value of FULL_HOSTNAME. Never change it while "
+         "instances run."),
+    Knob("POOL_NAME", "", "str", "Pool name in the instance tags. Empty: the value of "
+         "COLLECTOR_HOST."),
+    Knob("CYCLE_INTERVAL", "60", "duration", "Time between two observe-plan-act cycles.",
+         minimum=1),
+    Knob("COLLECTOR_GRACE", "600", "duration", "After a collector (re)start, absence of a "
+         "node's ad is not trusted for this long (no join timeout kills).", minimum=0),
+    Knob("TYPE", None, "str", "Provider type of the entry (entry point name: local, ec2, "
+         "openstack...).", ENTRY_ONLY),
+    Knob("IMAGE", "", "str", "Image of the entry's instances.", ENTRY_ONLY),
+    Knob("INSTANCE_TYPE", "", "str", "Cloud instance type (flavour) of the entry.",
+         ENTRY_ONLY),
+    Knob("ENABLED", "true", "bool", "False: start no new instance for this entry; "
+         "existing ones still retire normally.", ENTRY),
+    Knob("MAX_INSTANCES", "10", "int", "Most instances of an entry that may exist at once "
+         "(any state but gone).", ENTRY, 0),
+    Knob("MAX_BOOTING", "4", "int", "Most instances of an entry requested or booting at "
+         "once.", ENTRY, 0),
+    Knob("CPUS", "4", "int", "Cores of one instance (partitionable slot size).", ENTRY, 1),
+    Knob("MEMORY", "8192", "int", "Memory of one instance, MB.", ENTRY, 1),
+    Knob("DISK", "20000", "int", "Scratch disk of one instance, MB.", ENTRY, 0),
+    Knob("IDLE_TIMEOUT", "600", "duration", "A joined node without jobs for this long is "
+         "drained, then terminated.", ENTRY, 0),
+    Knob("JOIN_TIMEOUT", "900", "duration", "An instance not in the collector this long "
+         "after its request is terminated and counted as a failure.", ENTRY, 1),
+    Knob("DRAIN_TIMEOUT", "600", "duration", "A draining node that still has no job but "
+         "does not report draining is terminated after this long.", ENTRY, 0),
+    Knob("REQUEST_TIMEOUT", "300", "duration", "A created instance missing from the "
+         "provider's listing for this long is terminated and counted as a failure.",
+         ENTRY, 1),
+    Knob("BACKOFF_INITIAL", "120", "duration", "Pause of an entry after its first failure "
+         "(boot failure, capacity, quota, auth or transient error).", ENTRY, 0),
+    Knob("BACKOFF_FACTOR", "2", "float", "Growth of the pause per consecutive failure.",
+         ENTRY, 1),
+    Knob("BACKOFF_MAX", "3600", "duration", "Longest pause of an entry.", ENTRY, 0),
+)
+
+_BY_NAME = {k.name: k for k in KNOBS}
+
+# First words of CLOUD_PLUGINS_ knobs of other components (site, worker); an
+# entry may not be named like one, or its settings would capture their knobs.
+_OTHER_COMPONENTS = {"DEFAULT", "ADMIT", "WORKER", "SUBMIT", "FROM", "TRANSFORMS",
+                     "CENTRAL", "PROVIDER", "PLATFORM", "INSTANCE", "IMAGE", "REGION",
+                     "ZONE", "INTERRUPTIBLE", "POWEROFF", "CCB", "NODE"}
+RESERVED_ENTRY_NAMES = frozenset({k.name.split("_")[0] for k in KNOBS} | _OTHER_COMPONENTS)
+_ENTRY_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
+
+
+# ------------------------------------------------------------------ parsers
+
+def _parse_int(text: str) -> int:
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ValueError("expected an integer")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", text):
+        raise ValueError("expected a number")
+    return float(text)
+
+
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _parse_bool(text: str) -> bool:
+    try:
+        return _BOOLS[text.lower()]
+    except KeyError:
+        raise ValueError("expected true or false") from None
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(text: str) -> int:
+    m = re.fullmatch(r"(\d+)\s*([smhd]?)", text.lower())
+    if not m:
+        raise ValueError("expected a duration: seconds, or a number with s, m, h or d")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _parse_list(text: str) -> Tuple[str, ...]:
+    return tuple(w for w in re.split(r"[\s,]+", text) if w)
+
+
+PARSERS: Dict[str, Callable[[str], object]] = {
+    "int": _parse_int, "float": _parse_float, "bool": _parse_bool,
+    "duration": _parse_duration, "list": _parse_list, "str": str,
+}
+
+
+# ------------------------------------------------------------------ config
+
+@dataclass(frozen=True)
+class EntryConfig:
+    """One named provider entry, with every knob resolved."""
+    name: str
+    type: str
+    image: str
+    instance_type: str
+    enabled: bool
+    max_instances: int
+    max_booting: int
+    cpus: int
+    memory_mb: int
+    disk_mb: int
+    idle_timeout: int
+    join_timeout: int
+    drain_timeout: int
+    request_timeout: int
+    backoff_initial: int
+    backoff_factor: float
+    backoff_max: int
+    settings: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def spec(self) -> InstanceSpec:
+        """The InstanceSpec the provider gets for this entry."""
+        return InstanceSpec(self.name, self.instance_type, self.image, self.cpus,
+                            self.memory_mb, self.disk_mb, dict(self.settings))
+
+
+@dataclass(frozen=True)
+class ProvisionerConfig:
+    name: str
+    pool: str
+    cycle_interval: int
+    collector_grace: int
+    entries: Tuple[EntryConfig, ...]
+
+    def entry(self, name: str) -> Optional[EntryConfig]:
+        return next((e for e in self.entries if e.name == name), None)
+
+
+_ENTRY_FIELDS = {"MEMORY": "memory_mb", "DISK": "disk_mb"}
+
+
+def _raw(param: Mapping[str, str], name: str) -> Optional[str]:
+    value = param.get(name)
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def _value(param: Mapping[str, str], knob: Knob, entry: Optional[str] = None):
+    """Parse ``knob`` (for ``entry``, with fallback); errors name the knob read."""
+    names = []
+    if entry is not None:
+        names.append(f"{PREFIX}{entry.upper()}_{knob.name}")
+    if entry is None or knob.scope == ENTRY:
+        names.append(PREFIX + knob.name)
+    for name in names:
+        text = _raw(param, name)
+        if text is not None:
+            return _parse(knob, name, text)
+    if knob.default is None:
+        raise ConfigError(f"{names[0]} is not set (required)")
+    return _parse(knob, f"default of {names[-1]}", knob.default)
+
+
+def _parse(knob: Knob, name: str, text: str):
+    try:
+        value = PARSERS[knob.type](text)
+    except ValueError as err:
+        raise ConfigError(f"{name} = {text!r}: {err}") from None
+    if knob.minimum is not None and value < knob.minimum:
+        raise ConfigError(f"{name} = {text!r}: must be at least {knob.minimum:g}")
+    return value
+
+
+def _settings(param: Mapping[str, str], entry: str) -> Dict[str, str]:
+    """Unknown CLOUD_PLUGINS_<ENTRY>_* knobs: the provider's own settings."""
+    prefix = f"{PREFIX}{entry.upper()}_"
+    out = {}
+    for key in param:  # iterate only: htcondor2's param has no working len()
+        upper = key.upper()
+        if upper.startswith(prefix) and upper[len(prefix):] not in _BY_NAME:
+            text = _raw(param, key)
+            if text is not None:
+                out[upper[len(prefix):]] = text
+    return dict(sorted(out.items()))
+
+
+def _entry(param: Mapping[str, str], name: str) -> EntryConfig:
+    values = {}
+    for knob in KNOBS:
+        if knob.scope != GLOBAL:
+            attr = _ENTRY_FIELDS.get(knob.name, knob.name.lower())
+            values[attr] = _value(param, knob, name)
+    return EntryConfig(name=name, settings=_settings(param, name), **values)
+
+
+def _entry_names(param: Mapping[str, str]) -> Tuple[str, ...]:
+    names = _value(param, _BY_NAME["PROVIDERS"])
+    seen = set()
+    for name in names:
+        if not _ENTRY_RE.match(name):
+            raise ConfigError(f"{PREFIX}PROVIDERS: entry name {name!r} must be letters "
+                              "and digits, starting with a letter")
+        if name.upper() in RESERVED_ENTRY_NAMES:
+            raise ConfigError(f"{PREFIX}PROVIDERS: entry name {name!r} is reserved "
+                              f"(it would clash with other {PREFIX}{name.upper()}_* knobs)")
+        if name.upper() in seen:
+            raise ConfigError(f"{PREFIX}PROVIDERS: entry {name!r} is listed twice")
+        seen.add(name.upper())
+    return names
+
+
+def load(param: Mapping[str, str]) -> ProvisionerConfig:
+    """Read and check the provisioner's knobs; raises ConfigError."""
+    entries = tuple(_entry(param, n) for n in _entry_names(param))
+    name = _value(param, _BY_NAME["PROVISIONER_NAME"]) or _raw(param, "FULL_HOSTNAME") or ""
+    pool = _value(param, _BY_NAME["POOL_NAME"]) or _raw(param, "COLLECTOR_HOST") or ""
+    if entries and not name:
+        raise ConfigError(f"{PREFIX}PROVISIONER_NAME is empty and FULL_HOSTNAME is not set")
+    return ProvisionerConfig(
+        name=name, pool=pool,
+        cycle_interval=_value(param, _BY_NAME["CYCLE_INTERVAL"]),
+        collector_grace=_value(param, _BY_NAME["COLLECTOR_GRACE"]),
+        entries=entries)
+
+
+# ------------------------------------------------------------------ docs
+
+def knobs_markdown() -> str:
+    """The knob table as Markdown (docs/knobs-provisioner.md)."""
+    lines = [
+        "# Provisioner knobs",
+        "",
+        "Generated from `condor_plugins/config.py` (`python3 -m condor_plugins.config`);",
+        "do not edit by hand. `<ENTRY>` is a name from `CLOUD_PLUGINS_PROVIDERS`.",
+        "Scope *entry*: `CLOUD_PLUGINS_<ENTRY>_<KNOB>`, else `CLOUD_PLUGINS_<KNOB>`, else",
+        "the default. Scope *entry-only*: no global fallback. Any other",
+        "`CLOUD_PLUGINS_<ENTRY>_<NAME>` is a setting of the entry's provider.",
+        "Durations are seconds, or a number with `s`, `m`, `h` or `d`.",
+        "An empty value counts as unset.",
+        "",
+        "| Knob | Scope | Type | Default | Description |",
+        "|---|---|---|---|---|",
+    ]
+    for k in KNOBS:
+        entry = {GLOBAL: "", ENTRY: "[<ENTRY>_]", ENTRY_ONLY: "<ENTRY>_"}[k.scope]
+        name = f"{PREFIX}{entry}{k.name}"
+        default = "*(required)*" if k.default is None else (f"`{k.default}`" if k.default
+                                                           else "*(empty)*")
+        lines.append(f"| `{name}` | {k.scope} | {k.type} | {default} | {k.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(knobs_markdown(), end="")
