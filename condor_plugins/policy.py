@@ -1,0 +1,315 @@
+"""The scaling policy: a pure function from the observed state to actions.
+
+``plan(state, cfg, now)`` reads no clock, does no I/O and draws no random
+numbers; the same inputs give the same Plan.  Safety rules, in order:
+
+* a node that runs a job is never drained or terminated, and neither is a
+  joined node the collector does not show (it may run jobs);
+* if any observation failed this cycle, nothing is drained or terminated,
+  no instance is created and no record is dropped;
+* instances requested but not yet listed count toward the limits until
+  REQUEST_TIMEOUT; listed instances with our tags that no record knows are
+  adopted (restart safety);
+* after a failure an entry backs off exponentially, then probes with one
+  instance at a time until an instance joins (no booting into a black hole).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Dict, Iterable, List, Mapping, Optional
+
+from .config import EntryConfig, ProvisionerConfig
+from .packing import nodes_needed
+from .providers.base import InstanceState
+from .state import (ACTIVE_PHASES, BOOTING_PHASES, Action, Backoff, Create, Drain, Hold,
+                    InstanceRecord, Launched, LaunchFailed, NodeInfo, ObservedState, Outcome,
+                    Phase, Plan, Terminate)
+
+__all__ = ["plan", "fold_launches", "backoff_delay"]
+
+
+def fold_launches(records: Mapping[str, InstanceRecord], outcomes: Iterable[Outcome],
+                  now: float) -> Dict[str, InstanceRecord]:
+    """Records plus a REQUESTED record per launched instance not yet known.
+    Idempotent: the shell may call it right after acting, to persist early."""
+    out = dict(records)
+    for outcome in outcomes:
+        if isinstance(outcome, Launched):
+            for inst in outcome.instances:
+                if inst.id not in out:
+                    out[inst.id] = InstanceRecord(inst.id, outcome.entry, Phase.REQUESTED,
+                                                  since=now, created=now, reason="requested")
+    return out
+
+
+def backoff_delay(entry: EntryConfig, failures: int) -> float:
+    """Pause after ``failures`` consecutive failures (>= 1), capped."""
+    exponent = min(failures - 1, 64)  # 2**64 * anything exceeds any cap
+    return min(float(entry.backoff_max), entry.backoff_initial * entry.backoff_factor ** exponent)
+
+
+def plan(state: ObservedState, cfg: ProvisionerConfig, now: float) -> Plan:
+    """Decide one cycle.  See the module docstring for the rules."""
+    return _Cycle(state, cfg, now).run()
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f}s"
+
+
+class _Cycle:
+    """The working state of one ``plan`` call (never outlives it)."""
+
+    def __init__(self, state: ObservedState, cfg: ProvisionerConfig, now: float):
+        self.state, self.cfg, self.now = state, cfg, now
+        self.entries = {e.name: e for e in cfg.entries}
+        self.failed = state.failed_sources(self.entries)
+        self.ok = not self.failed
+        grace_over = (state.collector_started is None
+                      or now - state.collector_started >= cfg.collector_grace)
+        self.absence_trusted = state.nodes_ok and grace_over
+        self.listed = {name: listing.by_id() for name, listing in state.listings.items()
+                       if listing.ok}
+        self.actions: List[Action] = []
+        self.records: Dict[str, InstanceRecord] = {}
+        self.failures: Dict[str, List[str]] = {}
+        self.joined_entries = set()
+
+    def run(self) -> Plan:
+        if self.failed:
+            self.actions.append(Hold("", f"observation failed ({', '.join(self.failed)}): "
+                                         "no create, drain or terminate this cycle"))
+        records = fold_launches(self.state.records, self.state.outcomes, self.now)
+        for outcome in self.state.outcomes:
+            if isinstance(outcome, LaunchFailed):
+                self._failure(outcome.entry, f"create failed ({outcome.kind}): {outcome.message}")
+        records.update(self._adopted(records))
+        for rid in sorted(records):
+            self._advance(records[rid])
+        backoff = self._backoff()
+        if self.ok:
+            for entry in self.cfg.entries:
+                self._scale_up(entry, backoff.get(entry.name))
+        return Plan(tuple(self.actions), dict(sorted(self.records.items())), backoff)
+
+    # ------------------------------------------------------------ helpers
+
+    def _node(self, rid: str) -> Optional[NodeInfo]:
+        return self.state.nodes.get(rid) if self.state.nodes_ok else None
+
+    def _keep(self, rec: InstanceRecord, **changes) -> None:
+        if changes.get("phase", rec.phase) != rec.phase:
+            changes.setdefault("since", self.now)
+        self.records[rec.id] = replace(rec, **changes)
+
+    def _failure(self, entry: str, reason: str) -> None:
+        self.failures.setdefault(entry, []).append(reason)
+
+    def _destroy(self, rec: InstanceRecord, action: Action, phase: Phase, reason: str) -> bool:
+        """Emit a Drain/Terminate and move ``rec`` to ``phase``, unless a safety
+        rule forbids it (then keep ``rec`` and say why).  The one way any
+        destructive action is made."""
+        node = self._node(rec.id)
+        held = None
+        if not self.ok:
+            held = "observation failed"
+        elif node is not None and node.busy_slots > 0:
+            held = f"it runs {node.busy_slots} job(s)"
+        elif node is None and rec.joined is not None and rec.phase not in (
+                Phase.TERMINATING, Phase.FAILED):
+            held = "it joined but the collector does not show it (it may run jobs)"
+        if held:
+            verb = "drain" if isinstance(action, Drain) else "terminate"
+            self.actions.append(Hold(rec.entry, f"not going to {verb} {rec.id} ({reason}): {held}"))
+            self._keep(rec)
+            return False
+        self.actions.append(action)
+        self._keep(rec, phase=phase, reason=reason)
+        return True
+
+    def _terminate(self, rec: InstanceRecord, reason: str, failure: bool = False) -> None:
+        phase = Phase.FAILED if failure else Phase.TERMINATING
+        done = self._destroy(rec, Terminate(rec.entry, rec.id, reason, failure), phase, reason)
+        if done and failure:
+            self._failure(rec.entry, f"{rec.id} {reason}")
+
+    # ------------------------------------------------------------ observe
+
+    def _adopted(self, records: Mapping[str, InstanceRecord]) -> Dict[str, InstanceRecord]:
+        """Records for listed instances with our tags that no record knows."""
+        out = {}
+        live = (InstanceState.PENDING, InstanceState.RUNNING, InstanceState.ERROR)
+        for name in self.entries:
+            for rid, inst in sorted(self.listed.get(name, {}).items()):
+                if rid not in records and inst.entry == name and inst.state in live:
+                    launched = "" if inst.launch_time is None else \
+                        f", launched {_age(self.now - inst.launch_time)} ago"
+                    out[rid] = InstanceRecord(rid, name, Phase.BOOTING, since=self.now,
+                                              created=self.now,
+                                              reason=f"adopted from the provider listing{launched}")
+        return out
+
+    def _advance(self, rec: InstanceRecord) -> None:
+        entry = self.entries.get(rec.entry)
+        listed = self.listed.get(rec.entry)
+        if entry is None or listed is None:  # not configured, or listing failed: unknown
+            self._keep(rec)
+            return
+        if rec.phase is Phase.GONE:
+            if not self.ok:
+                self._keep(rec)
+            return
+        inst = listed.get(rec.id)
+        if inst is None or inst.state is InstanceState.TERMINATED:
+            self._vanished(rec, entry, inst is None)
+        elif inst.state is InstanceState.ERROR and rec.phase not in (Phase.FAILED,
+                                                                     Phase.TERMINATING):
+            self._terminate(rec, f"provider reports an error: {inst.reason or 'no reason given'}",
+                            failure=rec.joined is None)
+        elif inst.state is InstanceState.STOPPING:
+            if rec.phase not in (Phase.FAILED, Phase.TERMINATING):
+                self._keep(rec, phase=Phase.TERMINATING, reason="stopping (not asked by us)")
+            else:
+                self._keep(rec)
+        else:
+            self._running(rec, entry)
+
+    def _vanished(self, rec: InstanceRecord, entry: EntryConfig, unlisted: bool) -> None:
+        if rec.phase is Phase.REQUESTED and unlisted:
+            waited = self.now - rec.since
+            if waited < entry.request_timeout:
+                self._keep(rec)
+            else:
+                self._terminate(rec, f"not in the provider listing {_age(waited)} after the "
+                                     "request", failure=True)
+        elif rec.phase in BOOTING_PHASES:
+            self._keep(rec, phase=Phase.GONE, reason="terminated before it joined")
+            self._failure(rec.entry, f"{rec.id} terminated before it joined")
+        elif rec.phase in (Phase.TERMINATING, Phase.FAILED):
+            self._keep(rec, phase=Phase.GONE, reason="terminated")
+        else:
+            self._keep(rec, phase=Phase.GONE,
+                       reason=f"gone while {rec.phase} (shut itself down or was terminated "
+                              "outside the provisioner)")
+
+    def _running(self, rec: InstanceRecord, entry: EntryConfig) -> None:
+        """The provider lists ``rec`` as pending or running."""
+        node = self._node(rec.id)
+        if rec.phase is Phase.REQUESTED:
+            rec = replace(rec, phase=Phase.BOOTING, since=self.now, reason="booting")
+        if rec.phase is Phase.BOOTING:
+            self._booting(rec, entry, node)
+        elif rec.phase in (Phase.IDLE, Phase.BUSY):
+            self._joined(rec, entry, node)
+        elif rec.phase is Phase.DRAINING:
+            self._draining(rec, entry, node)
+        elif rec.since < self.now:  # TERMINATING/FAILED and still listed as running
+            reason = "still listed as running after terminate: retry"
+            self._destroy(rec, Terminate(rec.entry, rec.id, reason), rec.phase, reason)
+        else:
+            self._keep(rec)
+
+    def _booting(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
+        if node is not None:
+            self.joined_entries.add(rec.entry)
+            self._update_joined(replace(rec, joined=self.now, reason="joined"), entry, node)
+        elif self.absence_trusted and self.now - rec.created >= entry.join_timeout:
+            self._terminate(rec, f"did not join the pool within {_age(entry.join_timeout)}",
+                            failure=True)
+        else:
+            self._keep(rec)
+
+    def _joined(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
+        if node is None:
+            if self.state.nodes_ok:
+                since = rec.missing_since if rec.missing_since is not None else self.now
+                self._keep(rec, missing_since=since,
+                           reason=f"joined, not in the collector for {_age(self.now - since)}")
+            else:
+                self._keep(rec)
+            return
+        self._update_joined(rec, entry, node)
+
+    def _update_joined(self, rec: InstanceRecord, entry: EntryConfig, node: NodeInfo) -> None:
+        rec = replace(rec, missing_since=None)
+        if node.draining:
+            self._keep(rec, phase=Phase.DRAINING, reason="draining (not asked by us)")
+            return
+        if node.busy_slots > 0:
+            self._keep(rec, phase=Phase.BUSY, last_busy=self.now,
+                       reason=f"running {node.busy_slots} job(s)")
+            return
+        marks = [t for t in (rec.joined, rec.last_busy, node.last_busy) if t is not None]
+        idle = self.now - max(marks) if marks else 0.0
+        if idle >= entry.idle_timeout:
+            reason = f"idle for {_age(idle)} (IDLE_TIMEOUT {_age(entry.idle_timeout)})"
+            self._destroy(rec, Drain(rec.entry, rec.id, reason), Phase.DRAINING, reason)
+        else:
+            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}")
+
+    def _draining(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
+        if node is None or node.busy_slots > 0:
+            self._keep(rec)
+            return
+        waited = self.now - rec.since
+        if node.draining:
+            self._terminate(rec, "drained, no job left")
+        elif waited >= entry.drain_timeout:
+            self._terminate(rec, f"no job, not reporting draining after {_age(waited)}")
+        else:
+            self._keep(rec)
+
+    # ------------------------------------------------------------ decide
+
+    def _backoff(self) -> Dict[str, Backoff]:
+        out = dict(self.state.backoff)
+        for name in self.joined_entries:
+            out.pop(name, None)
+        for name, reasons in self.failures.items():
+            entry = self.entries.get(name)
+            if entry is None:
+                continue
+            failures = out.get(name, Backoff()).failures + 1
+            more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            out[name] = Backoff(failures, self.now + backoff_delay(entry, failures),
+                                reasons[0] + more)
+        return dict(sorted(out.items()))
+
+    def _scale_up(self, entry: EntryConfig, backoff: Optional[Backoff]) -> None:
+        demand = self.state.demand.get(entry.name, ())
+        mine = [r for r in self.records.values()
+                if r.entry == entry.name and r.phase in ACTIVE_PHASES]
+        booting = [r for r in mine if r.phase in BOOTING_PHASES]
+        free = [(entry.cpus, entry.memory_mb)] * len(booting)
+        for r in mine:
+            node = self._node(r.id)
+            if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
+                free.append((node.idle_cpus, node.idle_memory_mb))
+        need = nodes_needed(demand, entry.cpus, entry.memory_mb, free, entry.max_instances)
+        if need == 0:
+            return
+        jobs = sum(g.count for g in demand)
+        wanted = (f"{jobs} idle job(s) need {need} more node(s) of {entry.cpus} cpus/"
+                  f"{entry.memory_mb} MB ({len(mine)} exist, {len(booting)} booting)")
+        room = min(entry.max_instances - len(mine), entry.max_booting - len(booting))
+        if not entry.enabled:
+            self.actions.append(Hold(entry.name, f"{wanted}; entry disabled"))
+            return
+        if backoff is not None and self.now < backoff.until:
+            self.actions.append(Hold(entry.name, f"{wanted}; backing off for "
+                                     f"{_age(backoff.until - self.now)} after {backoff.failures}"
+                                     f" failure(s): {backoff.reason}"))
+            return
+        if backoff is not None and backoff.failures > 0:
+            if booting:
+                self.actions.append(Hold(entry.name, f"{wanted}; waiting for the probe "
+                                         "instance to join"))
+                return
+            room = min(room, 1)
+            wanted += "; probing with one instance after failures"
+        if room <= 0:
+            limit = "MAX_INSTANCES" if len(mine) >= entry.max_instances else "MAX_BOOTING"
+            self.actions.append(Hold(entry.name, f"{wanted}; at {limit}"))
+            return
+        self.actions.append(Create(entry.name, min(need, room), wanted))

@@ -1,0 +1,176 @@
+"""Plain data of one provisioner cycle: what was observed, what is remembered
+per instance, and the actions the policy returns.  No behaviour, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+from .providers.base import Instance
+
+__all__ = [
+    "Phase", "ACTIVE_PHASES", "BOOTING_PHASES", "JOINED_PHASES", "InstanceRecord", "Backoff",
+    "JobGroup", "NodeInfo", "Listing", "Launched", "LaunchFailed", "Outcome",
+    "ObservedState", "Create", "Drain", "Terminate", "Hold", "Action", "Plan",
+]
+
+
+class Phase(str, enum.Enum):
+    """The provisioner's view of one instance; changed only by observations.
+
+    REQUESTED -> BOOTING -> IDLE <-> BUSY -> DRAINING -> TERMINATING -> GONE,
+    and FAILED (being terminated as a failure) -> GONE."""
+    REQUESTED = "requested"      # created, not yet in the provider's listing
+    BOOTING = "booting"          # listed, not yet in the collector
+    IDLE = "idle"                # joined, no job
+    BUSY = "busy"                # joined, runs at least one job
+    DRAINING = "draining"        # drain sent; waits for its jobs to finish
+    TERMINATING = "terminating"  # terminate sent (or stopping on its own)
+    FAILED = "failed"            # never joined or errored; terminate sent
+    GONE = "gone"                # no longer listed; reported once, then dropped
+
+    def __str__(self) -> str:
+        return self.value
+
+
+BOOTING_PHASES = frozenset({Phase.REQUESTED, Phase.BOOTING})
+JOINED_PHASES = frozenset({Phase.IDLE, Phase.BUSY, Phase.DRAINING})
+ACTIVE_PHASES = frozenset(Phase) - {Phase.GONE}
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the provisioner remembers about one instance between cycles."""
+    id: str
+    entry: str
+    phase: Phase
+    since: float                          # when it entered ``phase``
+    created: float                        # requested (or first seen, if adopted)
+    joined: Optional[float] = None        # first seen in the collector
+    last_busy: Optional[float] = None     # last cycle it was seen running a job
+    missing_since: Optional[float] = None  # joined node absent from the collector
+    reason: str = ""                      # why it is in ``phase``
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Consecutive failures of one entry; no new instance before ``until``."""
+    failures: int = 0
+    until: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobGroup:
+    """``count`` idle jobs, each asking for ``cpus`` and ``memory_mb``."""
+    count: int
+    cpus: int = 1
+    memory_mb: int = 0
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """The collector's view of one instance's startd."""
+    instance_id: str
+    busy_slots: int = 0                  # claimed slots (jobs)
+    idle_cpus: int = 0                   # unclaimed cores
+    idle_memory_mb: int = 0
+    draining: bool = False
+    last_busy: Optional[float] = None    # last claim activity the node reports
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One entry's provider listing; ``ok`` False means the call failed."""
+    ok: bool
+    instances: Tuple[Instance, ...] = ()
+
+    def by_id(self) -> Dict[str, Instance]:
+        return {i.id: i for i in self.instances}
+
+
+@dataclass(frozen=True)
+class Launched:
+    """Outcome of a Create in the previous act phase: instances started."""
+    entry: str
+    instances: Tuple[Instance, ...]
+
+
+@dataclass(frozen=True)
+class LaunchFailed:
+    """Outcome of a Create that raised a ProviderError of ``kind``."""
+    entry: str
+    kind: str
+    message: str
+
+
+Outcome = Union[Launched, LaunchFailed]
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """Everything ``plan`` sees.  A source whose ``*_ok`` is False (or an
+    entry without a listing) failed this cycle: its data is unknown."""
+    records: Mapping[str, InstanceRecord] = field(default_factory=dict)
+    backoff: Mapping[str, Backoff] = field(default_factory=dict)
+    demand: Mapping[str, Tuple[JobGroup, ...]] = field(default_factory=dict)
+    demand_ok: bool = True
+    listings: Mapping[str, Listing] = field(default_factory=dict)
+    nodes: Mapping[str, NodeInfo] = field(default_factory=dict)
+    nodes_ok: bool = True
+    collector_started: Optional[float] = None
+    outcomes: Tuple[Outcome, ...] = ()
+
+    def failed_sources(self, entries: Iterable[str]) -> List[str]:
+        """Names of the observations that failed, for messages."""
+        failed = [] if self.demand_ok else ["schedd"]
+        if not self.nodes_ok:
+            failed.append("collector")
+        for name in entries:
+            listing = self.listings.get(name)
+            if listing is None or not listing.ok:
+                failed.append(f"provider entry {name}")
+        return failed
+
+
+# ------------------------------------------------------------------ actions
+
+@dataclass(frozen=True)
+class Create:
+    entry: str
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Drain:
+    entry: str
+    instance_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Terminate:
+    entry: str
+    instance_id: str
+    reason: str
+    failure: bool = False   # counted as a boot failure
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Nothing to do, and why (held back, capped, backing off...)."""
+    entry: str
+    reason: str
+
+
+Action = Union[Create, Drain, Terminate, Hold]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The result of one cycle: actions, plus the state to keep for the next."""
+    actions: Tuple[Action, ...]
+    records: Mapping[str, InstanceRecord]
+    backoff: Mapping[str, Backoff]
