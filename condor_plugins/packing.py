@@ -1,46 +1,71 @@
 """How many new nodes a set of idle jobs needs, packing several jobs onto one
 multi-core node (partitionable slots).  First fit decreasing over job groups,
-so the cost grows with the number of groups, not of jobs."""
+with nodes of equal free capacity merged, so the cost grows with the number
+of job shapes, not with the number of jobs."""
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from .state import JobGroup
 
 __all__ = ["nodes_needed"]
 
+Capacity = Tuple[int, int]  # free (cpus, memory MB) of one node
 
-def _fits(cpus: int, memory: int, job_cpus: int, job_memory: int) -> int:
-    by_memory = memory // job_memory if job_memory > 0 else cpus
-    return max(0, min(cpus // job_cpus, by_memory))
+
+def _fits(cap: Capacity, job: Capacity) -> int:
+    """How many jobs of shape ``job`` fit in ``cap``."""
+    by_memory = cap[1] // job[1] if job[1] > 0 else cap[0]
+    return max(0, min(cap[0] // job[0], by_memory))
+
+
+def _after(cap: Capacity, job: Capacity, n: int) -> Capacity:
+    return cap[0] - n * job[0], cap[1] - n * job[1]
 
 
 def nodes_needed(groups: Iterable[JobGroup], cpus: int, memory_mb: int,
-                 free: Sequence[Tuple[int, int]] = (), limit: Optional[int] = None) -> int:
+                 free: Sequence[Capacity] = (), limit: Optional[int] = None) -> int:
     """New nodes of ``cpus``/``memory_mb`` needed for ``groups`` once the free
-    capacity ``free`` (cpus, memory) of existing or booting nodes is used.
-    Jobs larger than a node are ignored.  Stops counting at ``limit``."""
-    bins: List[List[int]] = [[c, m] for c, m in free if c > 0]
+    capacity ``free`` of existing or booting nodes is used.  Jobs larger than
+    a node are ignored.  Stops counting at ``limit``."""
+    node: Capacity = (cpus, memory_mb)
+    bins: Dict[Capacity, int] = {}  # free capacity -> number of nodes with it
+    for cap in free:
+        if cap[0] > 0:
+            bins[cap] = bins.get(cap, 0) + 1
     new = 0
     shapes = sorted(((max(1, g.cpus), max(0, g.memory_mb), g.count) for g in groups
                      if g.count > 0), reverse=True)
     for job_cpus, job_memory, count in shapes:
-        per_node = _fits(cpus, memory_mb, job_cpus, job_memory)
+        job = (job_cpus, job_memory)
+        per_node = _fits(node, job)
         if per_node == 0:
             continue
-        for b in bins:
-            if count == 0:
-                break
-            take = min(count, _fits(b[0], b[1], job_cpus, job_memory))
-            b[0] -= take * job_cpus
-            b[1] -= take * job_memory
-            count -= take
-        bins = [b for b in bins if b[0] > 0]
+        # First fit into existing free capacity, largest first (deterministic).
+        for cap in sorted(bins, reverse=True):
+            k = _fits(cap, job)
+            if count == 0 or k == 0:
+                continue
+            n = bins.pop(cap)
+            whole = min(n, count // k)
+            count -= whole * k
+            _add(bins, _after(cap, job, k), whole)
+            partial = 1 if whole < n and count > 0 else 0
+            if partial:
+                _add(bins, _after(cap, job, count), 1)
+                count = 0
+            _add(bins, cap, n - whole - partial)
         full, rest = divmod(count, per_node)
         new += full + (1 if rest else 0)
+        _add(bins, _after(node, job, per_node), full)
         if rest:
-            bins.append([cpus - rest * job_cpus, memory_mb - rest * job_memory])
+            _add(bins, _after(node, job, rest), 1)
         if limit is not None and new >= limit:
             return limit
     return new
+
+
+def _add(bins: Dict[Capacity, int], cap: Capacity, n: int) -> None:
+    if n > 0 and cap[0] > 0:
+        bins[cap] = bins.get(cap, 0) + n

@@ -222,14 +222,18 @@ class _Cycle:
 
     def _joined(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
         if node is None:
-            if self.state.nodes_ok:
-                since = rec.missing_since if rec.missing_since is not None else self.now
-                self._keep(rec, missing_since=since,
-                           reason=f"joined, not in the collector for {_age(self.now - since)}")
-            else:
-                self._keep(rec)
+            self._missing(rec)
+        else:
+            self._update_joined(rec, entry, node)
+
+    def _missing(self, rec: InstanceRecord) -> None:
+        """A joined node the collector does not show: keep it, note since when."""
+        if not self.state.nodes_ok:
+            self._keep(rec)
             return
-        self._update_joined(rec, entry, node)
+        since = rec.missing_since if rec.missing_since is not None else self.now
+        self._keep(rec, missing_since=since,
+                   reason=f"{rec.phase}, not in the collector for {_age(self.now - since)}")
 
     def _update_joined(self, rec: InstanceRecord, entry: EntryConfig, node: NodeInfo) -> None:
         rec = replace(rec, missing_since=None)
@@ -249,8 +253,12 @@ class _Cycle:
             self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}")
 
     def _draining(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
-        if node is None or node.busy_slots > 0:
-            self._keep(rec)
+        if node is None:
+            self._missing(rec)
+            return
+        rec = replace(rec, missing_since=None)
+        if node.busy_slots > 0:
+            self._keep(rec, reason=f"draining, {node.busy_slots} job(s) left")
             return
         waited = self.now - rec.since
         if node.draining:
@@ -286,7 +294,7 @@ class _Cycle:
             node = self._node(r.id)
             if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
                 free.append((node.idle_cpus, node.idle_memory_mb))
-        need = nodes_needed(demand, entry.cpus, entry.memory_mb, free, entry.max_instances)
+        need = nodes_needed(demand, entry.cpus, entry.memory_mb, free, max(1, entry.max_instances))
         if need == 0:
             return
         jobs = sum(g.count for g in demand)
