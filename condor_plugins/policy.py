@@ -294,11 +294,13 @@ class _Cycle:
             node = self._node(r.id)
             if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
                 free.append((node.idle_cpus, node.idle_memory_mb))
-        need = nodes_needed(demand, entry.cpus, entry.memory_mb, free, max(1, entry.max_instances))
+        limit = max(1, entry.max_instances)
+        need = nodes_needed(demand, entry.cpus, entry.memory_mb, free, limit)
         if need == 0:
             return
         jobs = sum(g.count for g in demand)
-        wanted = (f"{jobs} idle job(s) need {need} more node(s) of {entry.cpus} cpus/"
+        least = "at least " if need == limit else ""
+        wanted = (f"{jobs} idle job(s) need {least}{need} more node(s) of {entry.cpus} cpus/"
                   f"{entry.memory_mb} MB ({len(mine)} exist, {len(booting)} booting)")
         room = min(entry.max_instances - len(mine), entry.max_booting - len(booting))
         if not entry.enabled:
