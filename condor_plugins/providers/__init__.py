@@ -28,6 +28,10 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "condor_plugins.providers"
 
+#: Providers shipped in this package, found even when its metadata (entry
+#: points) is not installed, e.g. when run from a source tree.
+BUILTIN = {"local": "condor_plugins.providers.local:LocalProvider"}
+
 
 class ProviderNotFound(LookupError):
     """No usable provider of the type an entry asks for."""
@@ -50,6 +54,8 @@ def provider_class(type_name: str, entry: str) -> Type[Provider]:
     configured entry that asked for it, named in the error."""
     eps = _entry_points()
     ep = eps.get(type_name)
+    if ep is None and type_name in BUILTIN:
+        ep = metadata.EntryPoint(type_name, BUILTIN[type_name], ENTRY_POINT_GROUP)
     if ep is None:
         installed = ", ".join(sorted(eps)) or "none"
         raise ProviderNotFound(

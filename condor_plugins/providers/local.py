@@ -1,0 +1,229 @@
+"""The ``local`` provider: every instance is a real startd-only HTCondor on this
+machine (``localpool.ExecuteNode``), contextualised like a cloud VM with the
+worker fragment, per-instance knobs and an IDTOKEN.
+
+``user_data`` is a JSON object ``{"config": {knob: value, ...}, "token": "..."}``
+(the cloud-init document replaces it in the cloud providers).  The token is
+written 0600 into the node's token directory; it never appears in a log, a
+message or a command line.
+
+Each instance lives in ``<STATE_DIR>/<id>/`` with ``instance.json`` (tags, pid,
+launch time), so ``list`` works after a provisioner restart.  Nodes run in
+their own session and survive the provisioner.  Settings (knobs
+``CLOUD_PLUGINS_<ENTRY>_<NAME>``):
+
+* ``STATE_DIR``: where instances live (default ``$(SPOOL)/cloud_plugins/local/<entry>``;
+  keep it short, HTCondor's UNIX socket paths are limited to ~100 characters);
+* ``KEEP_TERMINATED``: seconds a stopped instance stays listed as terminated
+  before its directory is removed (default 600).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from .base import (TAG_REQUEST, Instance, InstanceSpec, InstanceState, Provider, ProviderError,
+                   TransientError)
+
+META = "instance.json"
+
+
+def _param(name: str, default: str = "") -> str:
+    try:
+        import htcondor2
+        return htcondor2.param.get(name, default) or default
+    except Exception:  # no bindings or no config: use the default
+        return default
+
+
+def _write_json(path: Path, data: Mapping) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _pid_state(pid: Optional[int], config: Path) -> str:
+    """'alive', 'dead' (or a zombie) for the master ``pid`` of ``config``."""
+    if not pid:
+        return "dead"
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return "dead"
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, IndexError):
+        return "dead"
+    # The pid may have been reused: it must be this instance's master.
+    return "alive" if f"CONDOR_CONFIG={config}".encode() in environ else "dead"
+
+
+class LocalProvider(Provider):
+    """Instances are condor_master processes under ``STATE_DIR``."""
+
+    type_name = "local"
+
+    def __init__(self, entry: str, settings: Mapping[str, str]):
+        super().__init__(entry, settings)
+        default = Path(_param("SPOOL", "/tmp")) / "cloud_plugins" / "local" / entry
+        self.state_dir = Path(self.settings.get("STATE_DIR") or default)
+        self.keep_terminated = float(self.settings.get("KEEP_TERMINATED") or 600)
+        self._procs: Dict[str, object] = {}  # id -> Popen, to reap our own children
+
+    # ---------------------------------------------------------------- create
+    def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
+               user_data: str, request_token: str) -> List[Instance]:
+        try:
+            data = json.loads(user_data or "{}")
+        except ValueError:
+            raise ProviderError("local provider: user_data is not a JSON object") from None
+        config = dict(data.get("config") or {})
+        token = data.get("token")
+        out = []
+        for i in range(count):
+            wanted = config.get("CLOUD_PLUGINS_INSTANCE_ID") if count == 1 else None
+            iid = str(wanted or f"{self.entry.lower()}-{secrets.token_hex(4)}")
+            existing = self._instance(self.state_dir / iid)
+            if existing is not None and existing.tags.get(TAG_REQUEST) == request_token:
+                out.append(existing)   # a retried request: idempotent
+                continue
+            out.append(self._start(iid, spec, tags, config, token, request_token))
+        return out
+
+    def _start(self, iid: str, spec: InstanceSpec, tags: Mapping[str, str],
+               config: Mapping[str, object], token: Optional[str],
+               request_token: str) -> Instance:
+        from ..localpool import ExecuteNode
+        workdir = self.state_dir / iid
+        try:
+            workdir.mkdir(parents=True)
+        except FileExistsError:
+            raise ProviderError(f"local provider: instance {iid} already exists") from None
+        except OSError as err:
+            raise TransientError(f"local provider: cannot create {workdir}: {err.strerror}") from None
+        meta = {"id": iid, "entry": self.entry, "tags": dict(tags), "request": request_token,
+                "launch_time": time.time(), "pid": None, "instance_type": spec.instance_type}
+        _write_json(workdir / META, meta)   # listed (pending) before anything runs
+        values = dict(config)
+        values.setdefault("CLOUD_PLUGINS_INSTANCE_ID", iid)
+        # Never power off this machine when a local node stops itself.
+        values.setdefault("CLOUD_PLUGINS_POWEROFF_SCRIPT", "")
+        collector = str(values.get("CLOUD_PLUGINS_CENTRAL_MANAGER") or _param("COLLECTOR_HOST"))
+        node = ExecuteNode(workdir, iid, collector, cpus=spec.cpus, memory=spec.memory_mb,
+                           cloud_config=values, token=token)
+        try:
+            node.start(timeout=30)
+        except Exception as err:  # InstanceError carries log tails: keep it short
+            node.kill()
+            meta["error"] = str(err).splitlines()[0][:200]
+            _write_json(workdir / META, meta)
+            raise TransientError(f"local provider: instance {iid} did not start: "
+                                 f"{meta['error']}") from None
+        meta["pid"] = node.proc.pid
+        _write_json(workdir / META, meta)
+        self._procs[iid] = node.proc
+        return self._instance(workdir) or Instance(iid, self.entry, InstanceState.PENDING)
+
+    # ---------------------------------------------------------------- list
+    def _instance(self, workdir: Path) -> Optional[Instance]:
+        try:
+            meta = json.loads((workdir / META).read_text())
+        except (OSError, ValueError):
+            return None
+        iid = meta.get("id", workdir.name)
+        proc = self._procs.get(iid)
+        if proc is not None:
+            proc.poll()  # reap our own exited child, so it is not a zombie
+        launched = float(meta.get("launch_time") or 0)
+        state = _pid_state(meta.get("pid"), workdir / "condor_config")
+        if state == "alive":
+            st, reason = InstanceState.RUNNING, ""
+        elif meta.get("pid") is None and not meta.get("error") and time.time() - launched < 60:
+            st, reason = InstanceState.PENDING, "starting"
+        elif meta.get("error"):
+            st, reason = InstanceState.TERMINATED, meta["error"]
+        else:
+            st, reason = InstanceState.TERMINATED, "condor_master exited"
+        tags = dict(meta.get("tags") or {})
+        return Instance(iid, meta.get("entry", self.entry), st, launched or None, tags,
+                        address=str(workdir), reason=reason)
+
+    def list(self, owner_tags: Mapping[str, str]) -> List[Instance]:
+        out = []
+        try:
+            dirs = sorted(self.state_dir.iterdir()) if self.state_dir.is_dir() else []
+        except OSError as err:
+            raise TransientError(f"local provider: cannot read {self.state_dir}: "
+                                 f"{err.strerror}") from None
+        for workdir in dirs:
+            inst = self._instance(workdir)
+            if inst is None or any(inst.tags.get(k) != v for k, v in owner_tags.items()):
+                continue
+            if inst.state is InstanceState.TERMINATED and self._expired(workdir):
+                shutil.rmtree(workdir, ignore_errors=True)
+                continue
+            out.append(inst)
+        return out
+
+    def _expired(self, workdir: Path) -> bool:
+        """A stopped instance is forgotten ``KEEP_TERMINATED`` after it stopped."""
+        marker = workdir / "terminated"
+        if not marker.exists():
+            marker.touch()
+            return False
+        return time.time() - marker.stat().st_mtime >= self.keep_terminated
+
+    # ---------------------------------------------------------------- terminate
+    def terminate(self, ids: Sequence[str]) -> None:
+        for iid in ids:
+            workdir = self.state_dir / iid
+            if "/" in iid or not (workdir / META).exists():
+                continue
+            self._stop(iid, workdir)
+            shutil.rmtree(workdir, ignore_errors=True)
+            self._procs.pop(iid, None)
+
+    def _stop(self, iid: str, workdir: Path) -> None:
+        """SIGQUIT (fast shutdown, as condor_off -fast) to the master, then kill."""
+        from ..localpool import processes_using
+        try:
+            pid = json.loads((workdir / META).read_text()).get("pid")
+        except (OSError, ValueError):
+            pid = None
+        config = workdir / "condor_config"
+        if _pid_state(pid, config) == "alive":
+            try:
+                os.kill(pid, signal.SIGQUIT)
+            except OSError:
+                pass
+            deadline = time.monotonic() + 15
+            while _pid_state(pid, config) == "alive" and time.monotonic() < deadline:
+                proc = self._procs.get(iid)
+                if proc is not None:
+                    proc.poll()
+                time.sleep(0.2)
+            if _pid_state(pid, config) == "alive":
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for stray in processes_using(str(workdir)):
+            try:
+                os.kill(stray, signal.SIGKILL)
+            except OSError:
+                pass
+        proc = self._procs.get(iid)
+        if proc is not None:
+            try:
+                proc.wait(5)
+            except Exception:
+                pass

@@ -1,0 +1,468 @@
+"""condor_cloud_provisioner: the imperative shell around ``policy.plan``.
+
+Each cycle observes (demand from the schedds, supply from the providers and the
+collector), plans with the pure policy, and acts (create, drain, terminate),
+logging every action with its reason.  An observation that fails is marked
+not-ok (the policy then destroys nothing); a cycle never raises.  What the
+provisioner remembers is a JSON state file (``$(SPOOL)/cloud_plugins/
+provisioner-state.json``), written atomically after every create, so a restart
+(even after SIGKILL) neither double-provisions nor orphans: anything missing
+from it is rebuilt from the provider's tags and the collector.
+
+Run under condor_master (``DAEMON_LIST``), systemd, or by hand; ``--once``
+runs one cycle.  Logs go to stderr, or to ``$(CLOUD_PROVISIONER_LOG)``
+(default ``$(LOG)/CloudProvisionerLog``) under condor_master.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from . import config as config_mod
+from .config import EntryConfig, ProvisionerConfig
+from .policy import fold_launches, plan as plan_cycle
+from .providers import ProviderNotFound, provider_class
+from .providers.base import (TAG_ENTRY, Provider, ProviderError, instance_tags,
+                             owner_tags)
+from .state import (Backoff, Create, Drain, Hold, InstanceRecord, JobGroup, Launched,
+                    LaunchFailed, Listing, NodeInfo, ObservedState, Phase, Plan, Terminate)
+
+__all__ = ["Provisioner", "main", "template_ad", "STATE_VERSION"]
+
+log = logging.getLogger("condor_plugins.provisioner")
+
+STATE_VERSION = 1
+#: Job attributes the schedd groups idle jobs by (it adds what they reference).
+GROUP_BY = ["JobStatus", "JobUniverse", "RequestCpus", "RequestMemory", "RequestDisk",
+            "Requirements"]
+#: Universes a cloud node never runs (scheduler, local).
+NOT_ON_NODES = (7, 12)
+SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudProviderEntry", "State",
+              "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining"]
+WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
+#: Evaluated by the startd in every slot ad: no drain if any slot is claimed.
+DRAIN_CHECK = 'State =!= "Claimed"'
+
+
+def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, str]):
+    """The machine ad a new instance of ``entry`` would advertise (for matching)."""
+    import classad2
+    s = entry.settings
+    ad = classad2.ClassAd({
+        "MyType": "Machine", "IsCloudNode": True, "Cpus": entry.cpus, "TotalCpus": entry.cpus,
+        "Memory": entry.memory_mb, "TotalMemory": entry.memory_mb,
+        "Disk": entry.disk_mb * 1024, "TotalDisk": entry.disk_mb * 1024,
+        "Arch": param.get("ARCH") or "X86_64", "OpSys": param.get("OPSYS") or "LINUX",
+        "HasFileTransfer": True, "CloudProvider": entry.type, "CloudPlatform": entry.type,
+        "CloudVMType": entry.instance_type or "unknown", "CloudImage": entry.image or "unknown",
+        "CloudRegion": s.get("REGION", "unknown"), "CloudZone": s.get("ZONE", "unknown"),
+        "CloudInterruptible": False, "CloudProvisioner": cfg.name,
+        "CloudProviderEntry": entry.name})
+    ad["Requirements"] = classad2.ExprTree("true")
+    return ad
+
+
+def _int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+# ------------------------------------------------------------------ state file
+
+def _record_from(d: Mapping) -> InstanceRecord:
+    d = dict(d)
+    d["phase"] = Phase(d["phase"])
+    return InstanceRecord(**d)
+
+
+def save_state(path: Path, records: Mapping[str, InstanceRecord],
+               backoff: Mapping[str, Backoff], failures: List[LaunchFailed]) -> None:
+    """Write the state atomically (temp file, fsync, rename)."""
+    data = {"version": STATE_VERSION, "saved": time.time(),
+            "records": {k: dict(asdict(r), phase=r.phase.value) for k, r in records.items()},
+            "backoff": {k: asdict(b) for k, b in backoff.items()},
+            "failures": [asdict(f) for f in failures]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path):
+    """(records, backoff, failures); empty if missing or unreadable (the
+    policy then rebuilds the records from the provider listings)."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"version {data.get('version')!r}")
+        records = {k: _record_from(v) for k, v in data.get("records", {}).items()}
+        backoff = {k: Backoff(**v) for k, v in data.get("backoff", {}).items()}
+        failures = [LaunchFailed(**v) for v in data.get("failures", [])]
+        return records, backoff, failures
+    except FileNotFoundError:
+        return {}, {}, []
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        log.error("State file %s unreadable (%s): rebuilding from the provider listings",
+                  path, err)
+        return {}, {}, []
+
+
+# ------------------------------------------------------------------ provisioner
+
+class Provisioner:
+    """One provisioner: its config, providers and remembered state."""
+
+    def __init__(self, param: Optional[Mapping[str, str]] = None,
+                 providers: Optional[Mapping[str, Provider]] = None,
+                 state_file: Optional[Path] = None):
+        if param is None:
+            import htcondor2
+            param = htcondor2.param
+        self.param = param
+        self.cfg = config_mod.load(param)
+        self.collector_host = param.get("COLLECTOR_HOST") or ""
+        self.token_domain = param.get("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN") or ""
+        spool = param.get("SPOOL") or "."
+        self.state_file = Path(state_file or Path(spool) / "cloud_plugins"
+                               / "provisioner-state.json")
+        if providers is None:
+            providers = {e.name: provider_class(e.type, e.name)(e.name, e.settings)
+                         for e in self.cfg.entries}
+        self.providers = dict(providers)
+        self.templates = {e.name: template_ad(e, self.cfg, param) for e in self.cfg.entries}
+        self.records, self.backoff, self.failures = load_state(self.state_file)
+        self.cycles = 0
+        self.failed_cycles = 0
+        self.last_plan: Optional[Plan] = None
+        self._slot_ads: Dict[str, object] = {}
+
+    # ------------------------------------------------------------ observe
+    def _collector(self):
+        import htcondor2
+        return htcondor2.Collector(self.collector_host) if self.collector_host \
+            else htcondor2.Collector()
+
+    def _observe(self, what: str, fn, default):
+        try:
+            return True, fn()
+        except Exception as err:  # any failure: this source is unknown this cycle
+            log.warning("Observation of the %s failed: %s", what, str(err).splitlines()[0]
+                        if str(err) else type(err).__name__)
+            return False, default
+
+    def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
+        """Idle jobs per entry, grouped by the schedd (one row per job shape),
+        each shape matched once against the entry's template machine ad."""
+        import htcondor2
+        schedds = self._collector().locateAll(htcondor2.DaemonType.Schedd)
+        if not schedds:
+            raise RuntimeError("no schedd in the collector")
+        shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
+        for ad in schedds:
+            # Grouped on the schedd: the constraint must stay True (the schedd
+            # ignores groups for any other), so JobStatus is a group key.
+            rows = htcondor2.Schedd(ad).query("true", GROUP_BY,
+                                              opts=htcondor2.QueryOpt.GroupBy)
+            for row in rows:
+                if row.get("JobStatus") != 1 or row.get("JobUniverse") in NOT_ON_NODES:
+                    continue
+                count = _int(row.get("JobCount"), 0)
+                shape = (max(1, _int(row.eval("RequestCpus"), 1)),
+                         max(0, _int(row.eval("RequestMemory"), 0)))
+                for name, template in self.templates.items():
+                    if count and template.matches(row):
+                        shapes[name][shape] = shapes[name].get(shape, 0) + count
+        return {name: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
+                for name, by in shapes.items()}
+
+    def nodes(self) -> Tuple[Dict[str, NodeInfo], Optional[float]]:
+        """The collector's view of our instances, and when the collector started."""
+        import classad2
+        import htcondor2
+        coll = self._collector()
+        constraint = f"CloudProvisioner == {classad2.quote(self.cfg.name)}"
+        ads = coll.query(htcondor2.AdType.Startd, constraint, SLOT_ATTRS)
+        started = [c.get("DaemonStartTime") for c in
+                   coll.query(htcondor2.AdType.Collector, "true", ["DaemonStartTime"])]
+        info: Dict[str, dict] = {}
+        slot_ads = {}
+        for ad in ads:
+            iid = ad.get("CloudInstanceID")
+            if not isinstance(iid, str):
+                continue
+            n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False})
+            if ad.get("Draining") is True or ad.get("State") == "Drained":
+                n["draining"] = True
+            if ad.get("State") == "Claimed":
+                n["busy"] += 1
+            elif not ad.get("DynamicSlot"):
+                n["cpus"] += _int(ad.get("Cpus"), 0)
+                n["memory"] += _int(ad.get("Memory"), 0)
+            if ad.get("PartitionableSlot") or iid not in slot_ads:
+                slot_ads[iid] = ad
+        self._slot_ads = slot_ads
+        nodes = {iid: NodeInfo(iid, n["busy"], n["cpus"], n["memory"], n["draining"])
+                 for iid, n in info.items()}
+        known = [t for t in started if isinstance(t, int)]
+        return nodes, (float(min(known)) if known else None)
+
+    def listing(self, entry: str) -> Listing:
+        tags = dict(owner_tags(self.cfg.pool, self.cfg.name), **{TAG_ENTRY: entry})
+        try:
+            return Listing(True, tuple(self.providers[entry].list(tags)))
+        except ProviderError as err:
+            log.warning("Listing of provider entry %s failed (%s): %s", entry, err.kind,
+                        err.message)
+        except Exception as err:
+            log.exception("Listing of provider entry %s failed: %s", entry, err)
+        return Listing(False)
+
+    def observe(self) -> ObservedState:
+        demand_ok, demand = self._observe("schedd(s)", self.demand, {})
+        nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
+        listings = {e.name: self.listing(e.name) for e in self.cfg.entries}
+        return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
+                             demand=demand, demand_ok=demand_ok, listings=listings,
+                             nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
+                             outcomes=tuple(self.failures))
+
+    # ------------------------------------------------------------ act
+    def save(self) -> None:
+        save_state(self.state_file, self.records, self.backoff, self.failures)
+
+    def mint_token(self, instance_id: str) -> str:
+        """An IDTOKEN for one worker, signed with the pool key; never logged."""
+        args = ["condor_token_create", "-identity", f"{instance_id}@{self.token_domain}",
+                "-key", "POOL"]
+        for authz in WORKER_AUTHZ:
+            args += ["-authz", authz]
+        res = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        if res.returncode != 0 or not res.stdout.strip():
+            first = (res.stderr.strip().splitlines() or ["no output"])[0]
+            raise RuntimeError(f"condor_token_create failed for {instance_id}: {first[:200]}")
+        return res.stdout.strip()
+
+    def node_config(self, entry: EntryConfig, instance_id: str) -> Dict[str, str]:
+        """Per-instance knobs of the worker fragment; ``WORKER_<KNOB>`` entry
+        settings become ``CLOUD_PLUGINS_<KNOB>`` on the node."""
+        values = {
+            "CLOUD_PLUGINS_CENTRAL_MANAGER": self.collector_host,
+            "CLOUD_PLUGINS_PROVIDER": entry.type, "CLOUD_PLUGINS_PLATFORM": entry.type,
+            "CLOUD_PLUGINS_INSTANCE_ID": instance_id,
+            "CLOUD_PLUGINS_INSTANCE_TYPE": entry.instance_type or "unknown",
+            "CLOUD_PLUGINS_IMAGE": entry.image or "unknown",
+            "CLOUD_PLUGINS_PROVISIONER": self.cfg.name,
+            "CLOUD_PLUGINS_PROVIDER_ENTRY": entry.name}
+        for key, value in entry.settings.items():
+            if key.startswith("WORKER_") and len(key) > 7:
+                values["CLOUD_PLUGINS_" + key[7:]] = value
+        return values
+
+    def create(self, action: Create, now: float) -> None:
+        entry = self.cfg.entry(action.entry)
+        provider = self.providers[action.entry]
+        for _ in range(action.count):
+            iid = f"{entry.name.lower()}-{secrets.token_hex(4)}"
+            tags = instance_tags(self.cfg.pool, self.cfg.name, entry.name, iid)
+            try:
+                user_data = json.dumps({"config": self.node_config(entry, iid),
+                                        "token": self.mint_token(iid)})
+                started = provider.create(entry.spec(), 1, tags, user_data, iid)
+            except ProviderError as err:
+                self.failures.append(LaunchFailed(entry.name, err.kind, err.message))
+            except Exception as err:
+                log.exception("Create for entry %s failed", entry.name)
+                self.failures.append(LaunchFailed(entry.name, "error", str(err)[:200]))
+            else:
+                outcome = Launched(entry.name, tuple(started))
+                self.records = fold_launches(self.records, [outcome], now)
+                self.save()  # right away: a crash now must not forget the instance
+                log.info("Created %s (entry %s): %s",
+                         ", ".join(i.id for i in started) or "nothing", entry.name,
+                         action.reason)
+                continue
+            failed = self.failures[-1]
+            log.error("Create for entry %s failed (%s): %s", entry.name, failed.kind,
+                      failed.message)
+            self.save()
+            break
+
+    def drain(self, action: Drain, before: Optional[InstanceRecord], now: float) -> None:
+        """Graceful drain, which the startd itself refuses if any slot is claimed:
+        the collector's view may be older than a job that just started there."""
+        import htcondor2
+        ad = self._slot_ads.get(action.instance_id)
+        try:
+            if ad is None:
+                raise RuntimeError("no startd ad")
+            htcondor2.Startd(ad).drainJobs(htcondor2.DrainType.Graceful,
+                                           check_expr=DRAIN_CHECK,
+                                           reason=f"condor_cloud_provisioner: {action.reason}")
+        except Exception as err:
+            # Not draining after all: back to the phase it had, idle clock restarted.
+            if before is not None and action.instance_id in self.records:
+                self.records[action.instance_id] = replace(
+                    before, last_busy=now, reason="drain refused or failed; idle clock restarted")
+            log.warning("Not draining %s (entry %s): the startd refused or could not be "
+                        "reached (%s); will retry after the idle timeout", action.instance_id,
+                        action.entry, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return
+        log.info("Draining %s (entry %s): %s", action.instance_id, action.entry,
+                 action.reason)
+
+    def terminate(self, action: Terminate) -> None:
+        self.providers[action.entry].terminate([action.instance_id])
+        log.info("Terminated %s (entry %s)%s: %s", action.instance_id, action.entry,
+                 " as a failure" if action.failure else "", action.reason)
+
+    def act(self, plan: Plan, now: float, before: Mapping[str, InstanceRecord]) -> None:
+        for action in plan.actions:
+            try:
+                if isinstance(action, Create):
+                    self.create(action, now)
+                elif isinstance(action, Drain):
+                    self.drain(action, before.get(action.instance_id), now)
+                elif isinstance(action, Terminate):
+                    self.terminate(action)
+                elif isinstance(action, Hold):
+                    log.info("Hold%s: %s", f" ({action.entry})" if action.entry else "",
+                             action.reason)
+            except ProviderError as err:
+                log.error("%s failed (%s): %s", type(action).__name__, err.kind, err.message)
+            except Exception:
+                log.exception("%s failed", action)
+
+    # ------------------------------------------------------------ cycle
+    def cycle(self) -> bool:
+        """Observe, plan, act.  Never raises; returns False if the cycle failed."""
+        self.cycles += 1
+        try:
+            now = time.time()
+            state = self.observe()
+            plan = plan_cycle(state, self.cfg, now)
+            self.last_plan = plan
+            before = self.records
+            self.records, self.backoff = dict(plan.records), dict(plan.backoff)
+            self.failures = []  # consumed by this plan
+            self._log_changes(before, self.records)
+            self.save()
+            self.act(plan, now, before)
+            self.save()
+            return True
+        except Exception:
+            self.failed_cycles += 1
+            log.exception("Cycle %d failed (%d failed so far)", self.cycles, self.failed_cycles)
+            return False
+
+    def _log_changes(self, before: Mapping[str, InstanceRecord],
+                     after: Mapping[str, InstanceRecord]) -> None:
+        """One line per instance whose phase changed (not for our own actions,
+        which are logged when done)."""
+        for iid, rec in after.items():
+            old = before.get(iid)
+            if old is None and rec.phase is not Phase.REQUESTED:
+                log.info("%s (entry %s): %s, %s", iid, rec.entry, rec.phase, rec.reason)
+            elif old is not None and old.phase is not rec.phase and rec.phase not in (
+                    Phase.DRAINING, Phase.TERMINATING, Phase.FAILED):
+                log.info("%s (entry %s): %s -> %s, %s", iid, rec.entry, old.phase, rec.phase,
+                         rec.reason)
+        for iid in set(before) - set(after):
+            log.info("%s (entry %s): forgotten (%s)", iid, before[iid].entry,
+                     before[iid].reason)
+
+    def close(self) -> None:
+        for provider in self.providers.values():
+            try:
+                provider.close()
+            except Exception:
+                log.exception("Closing provider entry %s failed", provider.entry)
+
+
+# ------------------------------------------------------------------ main
+
+class _CondorFormatter(logging.Formatter):
+    """HTCondor daemon log style: ``MM/DD/YY HH:MM:SS message``."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(message)s", "%m/%d/%y %H:%M:%S")
+
+
+def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if os.environ.get("CONDOR_INHERIT"):  # started by condor_master
+        path = param.get("CLOUD_PROVISIONER_LOG") or os.path.join(
+            param.get("LOG") or ".", "CloudProvisionerLog")
+        size = _int(param.get("MAX_CLOUD_PROVISIONER_LOG") or param.get("MAX_DEFAULT_LOG"),
+                    10 * 1024 * 1024)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=max(size, 0),
+                                                       backupCount=1)
+        handler.namer = lambda name: name[:-2] + ".old" if name.endswith(".1") else name
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CondorFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="condor_cloud_provisioner",
+        description="Start cloud worker nodes for idle jobs and retire them when idle.")
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument("--debug", action="store_true", help="verbose logging")
+    args = parser.parse_args(argv)
+    import htcondor2
+    setup_logging(htcondor2.param, args.debug)
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        log.info("Got signal %s: exiting after this cycle", signal.Signals(signum).name)
+        stop.set()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, _stop)
+    try:
+        prov = Provisioner()
+    except (config_mod.ConfigError, ProviderNotFound) as err:
+        log.error("Configuration error: %s", err)
+        return 2
+    if not prov.cfg.entries:
+        log.error("CLOUD_PLUGINS_PROVIDERS is empty: nothing to provision")
+        return 2
+    log.info("condor_cloud_provisioner %s: entries %s, cycle every %ds, state %s",
+             prov.cfg.name, ", ".join(e.name for e in prov.cfg.entries),
+             prov.cfg.cycle_interval, prov.state_file)
+    if args.once:
+        ok = prov.cycle()
+        prov.close()
+        return 0 if ok else 1
+    while not stop.is_set():
+        started = time.monotonic()
+        prov.cycle()
+        stop.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
+    prov.close()
+    log.info("Stopped after %d cycles (%d failed)", prov.cycles, prov.failed_cycles)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

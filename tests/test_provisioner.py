@@ -1,0 +1,292 @@
+"""The provisioner with the local provider on a real pool (issue 3, acceptance 1, 2, 4, 5).
+
+The provisioner runs as its own process (``python3 -m condor_plugins.provisioner``)
+with a config file that includes the site pool's; every node is a real
+condor_master started by the local provider.  Where jobs ran is read back from
+the schedd's history, what runs from the provider's instance directories.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import htcondor2
+import pytest
+
+from condor_plugins.localpool import wait_for
+from condor_plugins.providers.base import InstanceState
+from condor_plugins.providers.local import LocalProvider
+
+pytestmark = pytest.mark.integration
+
+ENTRY = "local1"
+
+
+class Prov:
+    """A provisioner for one test: config file, state dir, processes, log."""
+
+    def __init__(self, pool, base, name, **knobs):
+        self.pool = pool
+        self.dir = base / f"p-{name}"
+        self.dir.mkdir()
+        self.state_dir = base / f"n-{name}"  # short: HTCondor socket paths are limited
+        self.config = self.dir / "provisioner.conf"
+        self.log = self.dir / "provisioner.log"
+        self.name = name
+        self.procs = []
+        self.knobs = {
+            "CLOUD_PLUGINS_PROVIDERS": ENTRY,
+            "CLOUD_PLUGINS_PROVISIONER_NAME": f"prov-{name}",
+            "CLOUD_PLUGINS_POOL_NAME": "testpool",
+            "CLOUD_PLUGINS_CYCLE_INTERVAL": 1,
+            "CLOUD_PLUGINS_COLLECTOR_GRACE": 0,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_TYPE": "local",
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_CPUS": 2,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_MEMORY": 512,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_DISK": 1000,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_MAX_INSTANCES": 2,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_MAX_BOOTING": 2,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_IDLE_TIMEOUT": 8,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_JOIN_TIMEOUT": 120,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_DRAIN_TIMEOUT": 30,
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_STATE_DIR": self.state_dir,
+            # The node's own idle shutdown is only a safety net here.
+            f"CLOUD_PLUGINS_{ENTRY.upper()}_WORKER_IDLE_SHUTDOWN": 600,
+        }
+        self.configure(**knobs)
+
+    def configure(self, **knobs):
+        self.knobs.update({(k if k.startswith("CLOUD_PLUGINS_") else
+                            f"CLOUD_PLUGINS_{ENTRY.upper()}_{k}"): v for k, v in knobs.items()})
+        lines = [f"include : {self.pool.config_path}"]
+        lines += [f"{k} = {v}" for k, v in self.knobs.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def env(self, extra=None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("_CONDOR_")}
+        env.update(CONDOR_CONFIG=str(self.config), PYTHONPATH=":".join(sys.path))
+        env.pop("CONDOR_INHERIT", None)
+        env.update(extra or {})
+        return env
+
+    def once(self, extra_env=None):
+        with open(self.log, "a") as log:
+            res = subprocess.run([sys.executable, "-m", "condor_plugins.provisioner", "--once"],
+                                 env=self.env(extra_env), stdout=log, stderr=log, timeout=120,
+                                 cwd=self.dir)
+        return res.returncode
+
+    def start(self):
+        log = open(self.log, "a")
+        proc = subprocess.Popen([sys.executable, "-m", "condor_plugins.provisioner"],
+                                env=self.env(), stdout=log, stderr=log, cwd=self.dir)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc, sig=signal.SIGTERM, timeout=60):
+        proc.send_signal(sig)
+        return proc.wait(timeout)
+
+    def provider(self):
+        return LocalProvider(ENTRY, {"STATE_DIR": str(self.state_dir)})
+
+    def running(self):
+        return [i.id for i in self.provider().list({}) if i.state is InstanceState.RUNNING]
+
+    def instances(self):
+        return [i.id for i in self.provider().list({})]
+
+    def log_text(self):
+        return self.log.read_text() if self.log.exists() else ""
+
+    def cleanup(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        provider = self.provider()
+        provider.terminate([i.id for i in provider.list({})])
+
+
+@pytest.fixture
+def site(condor, request):
+    pool = condor.site_pool("prov", extra_config=(
+        "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
+        "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
+    made = []
+
+    def make(**knobs):
+        prov = Prov(pool, condor.base, f"{request.node.name[5:12]}{len(made)}", **knobs)
+        made.append(prov)
+        return prov
+    yield pool, make
+    for prov in made:
+        prov.cleanup()
+
+
+def submit(pool, tmp_path, count, seconds, cpus=1):
+    tmp_path.chmod(0o777)
+    sub = htcondor2.Submit({
+        "executable": "/bin/sleep", "arguments": str(seconds), "request_cpus": str(cpus),
+        "request_memory": "64", "request_disk": "1000", "should_transfer_files": "IF_NEEDED",
+        "log": str(tmp_path / "job.log"), "MY.CloudMode": '"cloud"'})
+    return pool.schedd().submit(sub, count=count).cluster()
+
+
+def history(pool, cluster):
+    return list(pool.schedd().history(f"ClusterId == {cluster}",
+                                      ["ProcId", "LastRemoteHost", "ExitCode", "NumJobStarts",
+                                       "JobStatus"]))
+
+
+def jobs_done(pool, cluster, count):
+    ads = [a for a in history(pool, cluster) if a.get("JobStatus") == 4]
+    return ads if len(ads) >= count else None
+
+
+def node_of(host):
+    return host.split("@")[1]  # slot1_1@local1-ab12cd34@host -> local1-ab12cd34
+
+
+def watch(prov, predicate, timeout, what, cap=2, seen=None):
+    """Wait for ``predicate`` while checking that at most ``cap`` nodes run."""
+    seen = set() if seen is None else seen
+
+    def check():
+        running = prov.running()
+        seen.update(running)
+        assert len(running) <= cap, f"{len(running)} nodes running (cap {cap}): {running}"
+        return predicate()
+    try:
+        return wait_for(check, timeout, interval=0.5, what=what)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n--- provisioner log ---\n{prov.log_text()[-6000:]}") from None
+
+
+def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
+    pool, make = site
+    prov = make()
+    cluster = submit(pool, tmp_path, 6, 3)
+    proc = prov.start()
+    seen = set()
+    ads = watch(prov, lambda: jobs_done(pool, cluster, 6), 150, "6 jobs done", seen=seen)
+    assert all(a["ExitCode"] == 0 for a in ads)
+    hosts = {node_of(a["LastRemoteHost"]) for a in ads}
+    assert hosts <= seen and all(h.startswith(f"{ENTRY}-") for h in hosts), (hosts, seen)
+    # 6 one-core jobs on 2-core nodes want 3 nodes; the cap is 2.
+    assert len(seen) >= 2
+    assert "at MAX_INSTANCES" in prov.log_text() or len(seen) > 2
+    # Idle nodes are drained, then terminated; none is left.
+    watch(prov, lambda: not prov.instances(), 90, "every node retired")
+    assert prov.stop(proc) == 0
+    text = prov.log_text()
+    for word in ("Created ", "Draining ", "Terminated "):
+        assert word in text, word
+    print(text)
+    assert "eyJ" not in text  # no token (JWT) in the log
+    assert "did not join" not in text
+    assert not prov.running()
+
+
+def test_busy_node_is_never_drained_even_with_zero_idle_timeout(site, tmp_path):
+    pool, make = site
+    prov = make(IDLE_TIMEOUT=60, MAX_INSTANCES=1)
+    cluster = submit(pool, tmp_path, 1, 20)
+    proc = prov.start()
+    watch(prov, lambda: pool.schedd().query(f"ClusterId == {cluster} && JobStatus == 2",
+                                            ["ProcId"]), 90, "the job running", cap=1)
+    node = prov.running()[0]
+    assert prov.stop(proc) == 0
+    # Restart with a zero idle timeout while the job runs.
+    prov.configure(IDLE_TIMEOUT=0)
+    proc = prov.start()
+    t0 = time.monotonic()
+    while not jobs_done(pool, cluster, 1):
+        assert prov.running() == [node], "the busy node was terminated"
+        slots = pool.collector().query(htcondor2.AdType.Startd,
+                                       f'CloudInstanceID == "{node}"', ["Draining"])
+        assert not any(s.get("Draining") for s in slots) or jobs_done(pool, cluster, 1)
+        assert time.monotonic() - t0 < 60, prov.log_text()[-4000:]
+        time.sleep(1)
+    ad = jobs_done(pool, cluster, 1)[0]
+    assert ad["ExitCode"] == 0 and ad["NumJobStarts"] == 1
+    assert node_of(ad["LastRemoteHost"]) == node
+    text = prov.log_text()
+    assert "runs 1 job(s)" in text or "running 1 job(s)" in text
+    # Once the job is done, the idle node goes.
+    watch(prov, lambda: not prov.instances(), 60, "the idle node retired", cap=1)
+    assert prov.stop(proc) == 0
+
+
+def test_unreachable_collector_or_schedd_terminates_nothing(site, tmp_path):
+    pool, make = site
+    prov = make(IDLE_TIMEOUT=600, MAX_INSTANCES=1)
+    cluster = submit(pool, tmp_path, 1, 1)
+    proc = prov.start()
+    watch(prov, lambda: jobs_done(pool, cluster, 1), 90, "the job done", cap=1)
+    assert prov.stop(proc) == 0
+    node = prov.running()
+    assert len(node) == 1
+    prov.configure(IDLE_TIMEOUT=0)
+    # The collector is unreachable for a cycle: nothing is drained or terminated.
+    mark = len(prov.log_text())
+    dead = f"127.0.0.1:{_dead_port()}"
+    assert prov.once({"_CONDOR_COLLECTOR_HOST": dead}) == 0
+    text = prov.log_text()[mark:]
+    assert "Observation of the collector failed" in text, text
+    assert "Draining" not in text and "Terminated" not in text, text
+    assert prov.running() == node
+    # The schedd is gone for a cycle: the same.
+    pool.run("condor_off", "-fast", "-daemon", "schedd")
+    wait_for(lambda: not pool.collector().query(htcondor2.AdType.Schedd, "true", ["Name"]),
+             30, what="the schedd ad gone")
+    mark = len(prov.log_text())
+    assert prov.once() == 0
+    text = prov.log_text()[mark:]
+    assert "Observation of the schedd(s) failed" in text, text
+    assert "Draining" not in text and "Terminated" not in text, text
+    assert prov.running() == node
+    pool.run("condor_on", "-daemon", "schedd")
+    wait_for(lambda: pool.collector().query(htcondor2.AdType.Schedd, "true", ["Name"]),
+             30, what="the schedd back")
+    # Everything observable again: the idle node is drained, then terminated.
+    deadline = time.monotonic() + 60
+    while prov.instances() and time.monotonic() < deadline:
+        prov.once()
+        time.sleep(1)
+    assert not prov.instances(), prov.log_text()[-4000:]
+    assert "Draining " + node[0] in prov.log_text()
+
+
+def _dead_port():
+    from condor_plugins.localpool import free_port
+    return free_port()  # nothing listens on it once the probe socket is closed
+
+
+def test_sigkill_mid_burst_no_duplicate_no_orphan(site, tmp_path):
+    pool, make = site
+    prov = make(IDLE_TIMEOUT=6)
+    cluster = submit(pool, tmp_path, 6, 6)
+    proc = prov.start()
+    seen = set()
+    watch(prov, lambda: len(prov.instances()) >= 1, 60, "a node created", seen=seen)
+    proc.kill()  # SIGKILL, mid-burst
+    proc.wait(10)
+    before = set(prov.instances())
+    assert before, "the nodes must survive the provisioner"
+    proc = prov.start()
+    ads = watch(prov, lambda: jobs_done(pool, cluster, 6), 150, "6 jobs done", seen=seen)
+    # No job was killed: each ran once, to the end.
+    assert all(a["ExitCode"] == 0 and a["NumJobStarts"] == 1 for a in ads), \
+        [dict(a) for a in ads]
+    assert {node_of(a["LastRemoteHost"]) for a in ads} <= seen
+    text = prov.log_text()
+    # Nodes started before the kill were kept (from the state file or adopted).
+    assert before <= seen
+    watch(prov, lambda: not prov.instances(), 90, "every node retired", seen=seen)
+    assert prov.stop(proc) == 0
+    assert not prov.running()
+    assert "eyJ" not in text
