@@ -13,7 +13,7 @@ ifeq ($(NATIVE),yes)
   PREPARE := true
 else
   RUN := $(SANDBOX) run --
-  PREPARE := $(SANDBOX) create && $(SANDBOX) run --root -- pip install -q --no-deps --no-build-isolation -e $(CURDIR)
+  PREPARE := $(SANDBOX) create && $(SANDBOX) run --root -- pip install -q --no-deps --no-build-isolation --config-settings editable_mode=compat -e $(CURDIR)
 endif
 
 .PHONY: test demo sandbox bench clean shell

@@ -114,6 +114,7 @@ MASTER_NEW_BINARY_RESTART = NEVER
 MAIL = /bin/true
 ENABLE_SOAP = False
 STARTD_CRON_JOBLIST =
+RunBenchmarks = False
 """
 
 SECURITY_CONFIG = """\

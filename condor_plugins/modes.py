@@ -12,7 +12,8 @@ so that later steps (the schedd transform) do not add it again.
 
 All expressions are parsed with ``classad2``; text is only ever combined from
 classad2's own unparse of already-validated trees, inside parentheses, and the
-result is parsed again.  This module imports only ``classad2`` (cheap).
+result is parsed again.  ``classad2`` is imported only when something must be
+parsed, so the common wrapper path (no site clause) starts fast.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import enum
 import re
 from typing import List, Optional, Union
 
-import classad2
 
 __all__ = [
     "CloudMode", "ModeError", "RequirementsError",
@@ -154,6 +154,7 @@ def _one_line(text: str) -> str:
 
 def parse_expr(text: str) -> classad2.ExprTree:
     """Parse ``text`` as exactly one ClassAd expression or raise RequirementsError."""
+    import classad2
     if not isinstance(text, str):
         raise RequirementsError(f"expression must be a string, not {type(text).__name__}: {text!r}")
     flat = " ".join(text.split("\n"))
