@@ -153,6 +153,7 @@ class Provisioner:
         self.failed_cycles = 0
         self.last_plan: Optional[Plan] = None
         self._slot_ads: Dict[str, object] = {}
+        self._holds: set = set()
 
     # ------------------------------------------------------------ observe
     def _collector(self):
@@ -334,6 +335,7 @@ class Provisioner:
                  " as a failure" if action.failure else "", action.reason)
 
     def act(self, plan: Plan, now: float, before: Mapping[str, InstanceRecord]) -> None:
+        holds = set()
         for action in plan.actions:
             try:
                 if isinstance(action, Create):
@@ -343,12 +345,16 @@ class Provisioner:
                 elif isinstance(action, Terminate):
                     self.terminate(action)
                 elif isinstance(action, Hold):
-                    log.info("Hold%s: %s", f" ({action.entry})" if action.entry else "",
-                             action.reason)
+                    # Said once while it holds (the same reason every cycle is noise).
+                    key = (action.entry, action.reason)
+                    holds.add(key)
+                    log.log(logging.DEBUG if key in self._holds else logging.INFO, "Hold%s: %s",
+                            f" ({action.entry})" if action.entry else "", action.reason)
             except ProviderError as err:
                 log.error("%s failed (%s): %s", type(action).__name__, err.kind, err.message)
             except Exception:
                 log.exception("%s failed", action)
+        self._holds = holds
 
     # ------------------------------------------------------------ cycle
     def cycle(self) -> bool:

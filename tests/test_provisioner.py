@@ -6,8 +6,10 @@ condor_master started by the local provider.  Where jobs ran is read back from
 the schedd's history, what runs from the provider's instance directories.
 """
 
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -127,12 +129,15 @@ def site(condor, request):
         prov.cleanup()
 
 
-def submit(pool, tmp_path, count, seconds, cpus=1):
+def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None):
     tmp_path.chmod(0o777)
-    sub = htcondor2.Submit({
+    desc = {
         "executable": "/bin/sleep", "arguments": str(seconds), "request_cpus": str(cpus),
         "request_memory": "64", "request_disk": "1000", "should_transfer_files": "IF_NEEDED",
-        "log": str(tmp_path / "job.log"), "MY.CloudMode": '"cloud"'})
+        "log": str(tmp_path / "job.log"), "MY.CloudMode": '"cloud"'}
+    if requirements:
+        desc["requirements"] = requirements
+    sub = htcondor2.Submit(desc)
     return pool.schedd().submit(sub, count=count).cluster()
 
 
@@ -166,12 +171,32 @@ def watch(prov, predicate, timeout, what, cap=2, seen=None):
         raise TimeoutError(f"{exc}\n--- provisioner log ---\n{prov.log_text()[-6000:]}") from None
 
 
+def check_tokens(prov):
+    """Each node's token is 0600 in its token directory and on no command line."""
+    tokens = []
+    for iid in prov.running():
+        path = prov.state_dir / iid / "tokens.d" / "cloud-worker"
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            tokens.append(path.read_text().strip())
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        assert not any(t and t in cmdline for t in tokens), f"a token on pid {pid}'s command line"
+    return tokens
+
+
 def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     pool, make = site
     prov = make()
+    # Cloud jobs no instance of the entry can run: never counted as demand.
+    other = submit(pool, tmp_path, 2, 1, requirements='TARGET.CloudProvider =!= "local"')
     cluster = submit(pool, tmp_path, 6, 3)
     proc = prov.start()
     seen = set()
+    watch(prov, lambda: check_tokens(prov), 60, "a node with its token", seen=seen)
     ads = watch(prov, lambda: jobs_done(pool, cluster, 6), 150, "6 jobs done", seen=seen)
     assert all(a["ExitCode"] == 0 for a in ads)
     hosts = {node_of(a["LastRemoteHost"]) for a in ads}
@@ -185,10 +210,13 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     text = prov.log_text()
     for word in ("Created ", "Draining ", "Terminated "):
         assert word in text, word
-    print(text)
     assert "eyJ" not in text  # no token (JWT) in the log
     assert "did not join" not in text
+    assert "6 idle job(s) need" in text and "8 idle job(s)" not in text
     assert not prov.running()
+    ad = pool.schedd().query(f"ClusterId == {other}", ["JobStatus"])
+    assert [a["JobStatus"] for a in ad] == [1, 1]
+    pool.schedd().act(htcondor2.JobAction.Remove, f"ClusterId == {other}")
 
 
 def test_busy_node_is_never_drained_even_with_zero_idle_timeout(site, tmp_path):
@@ -290,3 +318,23 @@ def test_sigkill_mid_burst_no_duplicate_no_orphan(site, tmp_path):
     assert prov.stop(proc) == 0
     assert not prov.running()
     assert "eyJ" not in text
+
+
+def test_node_that_never_joins_is_terminated_and_the_entry_backs_off(site, tmp_path):
+    pool, make = site
+    prov = make(MAX_INSTANCES=1, JOIN_TIMEOUT=5, BACKOFF_INITIAL=3600,
+                WORKER_CENTRAL_MANAGER=f"127.0.0.1:{_dead_port()}")
+    submit(pool, tmp_path, 1, 1)
+    proc = prov.start()
+    seen = set()
+    watch(prov, lambda: "did not join the pool within 5s" in prov.log_text(), 60,
+          "the join timeout", cap=1, seen=seen)
+    watch(prov, lambda: not prov.instances(), 30, "the node terminated", cap=1, seen=seen)
+    watch(prov, lambda: "backing off" in prov.log_text(), 30, "the backoff", cap=1, seen=seen)
+    time.sleep(4)  # several cycles: no new instance while backing off
+    assert not prov.instances() and len(seen) == 1
+    assert prov.stop(proc) == 0
+    state = json.loads((prov.pool.workdir / "spool" / "cloud_plugins"
+                        / "provisioner-state.json").read_text())
+    assert state["backoff"][ENTRY]["failures"] == 1
+    assert "did not join" in state["backoff"][ENTRY]["reason"]
