@@ -338,3 +338,28 @@ def test_node_that_never_joins_is_terminated_and_the_entry_backs_off(site, tmp_p
                         / "provisioner-state.json").read_text())
     assert state["backoff"][ENTRY]["failures"] == 1
     assert "did not join" in state["backoff"][ENTRY]["reason"]
+
+
+def test_runs_under_condor_master_and_logs_there(condor):
+    """In DAEMON_LIST: logs to $(LOG)/CloudProvisionerLog, exits 0 when the master stops."""
+    state_dir = condor.base / "n-master"
+    pool = condor.site_pool("mprov", extra_config=(
+        "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
+        f"CLOUD_PROVISIONER = {sys.executable}\n"
+        "CLOUD_PROVISIONER_ARGS = -m condor_plugins.provisioner\n"
+        f'CLOUD_PROVISIONER_ENVIRONMENT = "PYTHONPATH={":".join(sys.path)}"\n'
+        "DAEMON_LIST = $(DAEMON_LIST) CLOUD_PROVISIONER\n"
+        f"CLOUD_PLUGINS_PROVIDERS = {ENTRY}\n"
+        f"CLOUD_PLUGINS_{ENTRY.upper()}_TYPE = local\n"
+        f"CLOUD_PLUGINS_{ENTRY.upper()}_STATE_DIR = {state_dir}\n"
+        "CLOUD_PLUGINS_CYCLE_INTERVAL = 1\n"))
+    log = pool.log_dir / "CloudProvisionerLog"
+    wait_for(lambda: log.exists() and "entries local1" in log.read_text(), 30,
+             what="the provisioner's log")
+    state = pool.workdir / "spool" / "cloud_plugins" / "provisioner-state.json"
+    wait_for(state.exists, 30, what="a cycle (the state file)")
+    pool.stop()
+    text = log.read_text()
+    assert "Stopped after" in text and "failed)" in text and "Traceback" not in text, text
+    master = (pool.log_dir / "MasterLog").read_text()
+    assert "CLOUD_PROVISIONER" in master and "exited with status 0" in master
