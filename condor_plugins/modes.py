@@ -19,8 +19,7 @@ parsed, so the common wrapper path (no site clause) starts fast.
 from __future__ import annotations
 
 import enum
-import re
-from typing import List, Optional, Union
+# typing is not imported: annotations stay strings (start-up cost).
 
 
 __all__ = [
@@ -96,18 +95,27 @@ def clause_for(mode: Union[str, CloudMode]) -> Optional[str]:
 # find the top-level '&&' conjuncts of classad2's own (canonical) unparse.
 # --------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(
-    r"""
-      (?P<ws>\s+)
-    | (?P<comment>//[^\n]*|/\*.*?\*/)
-    | (?P<string>"(?:[^"\\]|\\.)*")
-    | (?P<qname>'(?:[^'\\]|\\.)*')
-    | (?P<op>=\?=|=!=|&&|\|\||\?:|[()\[\]{};,?:])
-    | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
-    | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+_TOKEN_RE_CACHE = None
+
+
+def _token_re():
+    """The lexer's regular expression, compiled on first use (keeps imports cheap)."""
+    global _TOKEN_RE_CACHE
+    if _TOKEN_RE_CACHE is None:
+        import re
+        _TOKEN_RE_CACHE = re.compile(
+            r"""
+              (?P<ws>\s+)
+            | (?P<comment>//[^\n]*|/\*.*?\*/)
+            | (?P<string>"(?:[^"\\]|\\.)*")
+            | (?P<qname>'(?:[^'\\]|\\.)*')
+            | (?P<op>=\?=|=!=|&&|\|\||\?:|[()\[\]{};,?:])
+            | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
+            | (?P<other>.)
+            """,
+            re.VERBOSE | re.DOTALL,
+        )
+    return _TOKEN_RE_CACHE
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {")", "]", "}"}
@@ -118,7 +126,7 @@ def _tokens(text: str):
     depth = 0
     stack: List[str] = []
     pos = 0
-    for m in _TOKEN_RE.finditer(text):
+    for m in _token_re().finditer(text):
         if m.start() != pos:  # cannot happen: 'other' matches anything
             raise RequirementsError(f"cannot tokenise expression: {text!r}")
         pos = m.end()
@@ -149,6 +157,7 @@ def _tokens(text: str):
 def _one_line(text: str) -> str:
     # classad2's unparse escapes newlines inside string literals, so raw
     # newlines (from nested ads/lists) are always between tokens.
+    import re
     return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
@@ -224,7 +233,7 @@ def conjuncts(text: str) -> List[str]:
     start = 0
     i = 0
     while i < len(norm):
-        m = _TOKEN_RE.match(norm, i)
+        m = _token_re().match(norm, i)
         val = m.group()
         kind = m.lastgroup
         if kind == "op" and val in _OPEN:
