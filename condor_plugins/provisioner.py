@@ -140,6 +140,9 @@ class Provisioner:
         self.cfg = config_mod.load(param)
         self.collector_host = param.get("COLLECTOR_HOST") or ""
         self.token_domain = param.get("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN") or ""
+        if self.cfg.entries and not self.token_domain:
+            raise config_mod.ConfigError("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN is not set (the "
+                                         "identity domain of the worker tokens)")
         spool = param.get("SPOOL") or "."
         self.state_file = Path(state_file or Path(spool) / "cloud_plugins"
                                / "provisioner-state.json")
@@ -450,6 +453,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         prov = Provisioner()
     except (config_mod.ConfigError, ProviderNotFound) as err:
         log.error("Configuration error: %s", err)
+        return 2
+    except Exception:
+        log.exception("Cannot start")
         return 2
     if not prov.cfg.entries:
         log.error("CLOUD_PLUGINS_PROVIDERS is empty: nothing to provision")

@@ -363,3 +363,67 @@ def test_runs_under_condor_master_and_logs_there(condor):
     assert "Stopped after" in text and "failed)" in text and "Traceback" not in text, text
     master = (pool.log_dir / "MasterLog").read_text()
     assert "CLOUD_PROVISIONER" in master and "exited with status 0" in master
+
+
+# ---------------------------------------------------------------- the shell alone
+
+class FakeProvider:
+    entry = ENTRY
+
+    def __init__(self, fail=None):
+        self.fail = fail
+        self.terminated = []
+
+    def list(self, tags):
+        if self.fail:
+            raise self.fail
+        return []
+
+    def terminate(self, ids):
+        self.terminated += ids
+
+    def close(self):
+        pass
+
+
+def shell(tmp_path, provider, **knobs):
+    from condor_plugins.provisioner import Provisioner
+    param = {"COLLECTOR_HOST": f"127.0.0.1:{_dead_port()}", "SPOOL": str(tmp_path),
+             "CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN": "w.test",
+             "CLOUD_PLUGINS_PROVIDERS": ENTRY, "CLOUD_PLUGINS_PROVISIONER_NAME": "unit",
+             f"CLOUD_PLUGINS_{ENTRY.upper()}_TYPE": "local"}
+    param.update(knobs)
+    return Provisioner(param=param, providers={ENTRY: provider})
+
+
+def test_failed_observations_hold_everything_and_the_cycle_survives(tmp_path, monkeypatch):
+    from condor_plugins import provisioner
+    from condor_plugins.state import Hold, InstanceRecord, Phase
+    fake = FakeProvider(fail=RuntimeError("cloud API down"))
+    prov = shell(tmp_path, fake)
+    prov.records = {"local1-x": InstanceRecord("local1-x", ENTRY, Phase.IDLE, 0.0, 0.0, joined=0.0)}
+    assert prov.cycle() is True  # schedd, collector and provider all unreachable
+    assert all(isinstance(a, Hold) for a in prov.last_plan.actions)
+    assert fake.terminated == [] and "local1-x" in prov.records
+    monkeypatch.setattr(provisioner, "plan_cycle", lambda *a: 1 / 0)
+    assert prov.cycle() is False and prov.failed_cycles == 1  # logged, not raised
+
+
+def test_state_file_round_trip_and_corruption(tmp_path):
+    from condor_plugins.provisioner import load_state, save_state
+    from condor_plugins.state import Backoff, InstanceRecord, LaunchFailed, Phase
+    path = tmp_path / "s" / "state.json"
+    recs = {"a": InstanceRecord("a", ENTRY, Phase.DRAINING, 1.0, 0.5, joined=0.7, reason="r")}
+    back = {ENTRY: Backoff(2, 99.0, "boom")}
+    fails = [LaunchFailed(ENTRY, "quota", "no more")]
+    save_state(path, recs, back, fails)
+    assert load_state(path) == (recs, back, fails)
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temp file left
+    path.write_text("{not json")
+    assert load_state(path) == ({}, {}, [])  # rebuilt from the listings instead
+
+
+def test_missing_token_domain_is_a_config_error(tmp_path):
+    from condor_plugins.config import ConfigError
+    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN"):
+        shell(tmp_path, FakeProvider(), CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN="")
