@@ -1,0 +1,20 @@
+"""`make demo` end to end, small: jobs complete on provisioned cloud nodes, nodes retire."""
+
+import subprocess
+import sys
+
+import pytest
+
+from condor_plugins.localpool import processes_using
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_small_burst():
+    res = subprocess.run([sys.executable, "-m", "condor_plugins.demo", "--jobs", "6",
+                          "--max-nodes", "2", "--job-seconds", "3", "--idle-timeout", "5",
+                          "--timeout", "240"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "jobs completed       : 6/6, 6 of them on cloud nodes" in res.stdout
+    assert "RESULT: OK" in res.stdout
+    assert processes_using("/tmp/cp-demo-") == []
