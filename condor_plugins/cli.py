@@ -1,0 +1,125 @@
+"""condor_cloud: look at what the cloud provisioner owns.
+
+    condor_cloud status [--json]
+
+Reads the provisioner's configuration (HTCondor knobs), its state file, every
+provider entry's listing and the collector, and prints one row per instance:
+provider entry, id, state, age, slots busy/idle, reason. Entries in backoff are
+listed below the table. Nothing secret (tokens, credentials) is ever shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def collect(param=None, now: float | None = None) -> dict:
+    """The status as plain data (also the --json output)."""
+    from .provisioner import Provisioner
+    now = time.time() if now is None else now
+    prov = Provisioner(param)
+    try:
+        nodes_ok, nodes = True, {}
+        try:
+            nodes, _ = prov.nodes()
+        except Exception as err:  # shown, not fatal: the rest is still useful
+            nodes_ok, nodes = False, {}
+            collector_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+        listings = {e.name: prov.listing(e.name) for e in prov.cfg.entries}
+        rows = []
+        seen = set()
+        for iid, rec in sorted(prov.records.items(), key=lambda kv: (kv[1].entry, kv[1].created)):
+            seen.add(iid)
+            listing = listings.get(rec.entry)
+            inst = listing.by_id().get(iid) if listing and listing.ok else None
+            rows.append(_row(rec.entry, iid, str(rec.phase), now - rec.created, nodes.get(iid),
+                             rec.reason or (inst.reason if inst else ""),
+                             inst.state.name.lower() if inst else ("unknown" if not (listing and listing.ok) else "not listed")))
+        for entry, listing in sorted(listings.items()):
+            for inst in listing.instances:
+                if inst.id in seen:
+                    continue
+                age = now - inst.launch_time if inst.launch_time else 0
+                rows.append(_row(entry, inst.id, "unrecorded", age, nodes.get(inst.id),
+                                 inst.reason or "listed by the provider, not yet adopted",
+                                 inst.state.name.lower()))
+        backoff = {entry: {"failures": b.failures, "until": b.until,
+                           "remaining": max(0.0, b.until - now), "reason": b.reason}
+                   for entry, b in sorted(prov.backoff.items()) if b.failures}
+        status = {
+            "provisioner": prov.cfg.name, "pool": prov.cfg.pool, "time": now,
+            "entries": {e.name: {"type": e.type, "max_instances": e.max_instances,
+                                 "listing_ok": listings[e.name].ok} for e in prov.cfg.entries},
+            "collector_ok": nodes_ok, "instances": rows, "backoff": backoff,
+        }
+        if not nodes_ok:
+            status["collector_error"] = collector_error
+        return status
+    finally:
+        prov.close()
+
+
+def _row(entry, iid, state, age, node, reason, provider_state) -> dict:
+    return {"entry": entry, "id": iid, "state": state, "provider_state": provider_state,
+            "age_s": round(age), "slots_busy": node.busy_slots if node else None,
+            "cpus_idle": node.idle_cpus if node else None, "reason": reason}
+
+
+def render(status: dict) -> str:
+    head = ("ENTRY", "ID", "STATE", "PROVIDER", "AGE", "BUSY", "IDLE", "REASON")
+    rows = [head]
+    for r in status["instances"]:
+        rows.append((r["entry"], r["id"], r["state"], r["provider_state"], _age(r["age_s"]),
+                     "-" if r["slots_busy"] is None else str(r["slots_busy"]),
+                     "-" if r["cpus_idle"] is None else str(r["cpus_idle"]), r["reason"]))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head) - 1)]
+    lines = [f"Provisioner {status['provisioner']} (pool {status['pool']}): "
+             f"{len(status['instances'])} instance(s)"]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    for entry, b in status["backoff"].items():
+        lines.append(f"Backoff {entry}: {b['failures']} failure(s), no new instance for "
+                     f"{_age(b['remaining'])}: {b['reason']}")
+    for entry, e in status["entries"].items():
+        if not e["listing_ok"]:
+            lines.append(f"WARNING: the listing of provider entry {entry} failed (state unknown)")
+    if not status["collector_ok"]:
+        lines.append(f"WARNING: the collector query failed: {status.get('collector_error', '')}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="condor_cloud", description="Inspect the cloud provisioner.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("status", help="instances owned by this provisioner")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    args = ap.parse_args(argv)
+    from .config import ConfigError
+    from .providers import ProviderNotFound
+    try:
+        status = collect()
+    except (ConfigError, ProviderNotFound) as err:
+        print(f"condor_cloud: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(status, sys.stdout, indent=1, sort_keys=True)
+        print()
+    else:
+        print(render(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
