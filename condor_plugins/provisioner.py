@@ -53,6 +53,8 @@ NOT_ON_NODES = (7, 12)
 SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudProviderEntry", "State",
               "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining"]
 WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
+#: MyType of the provisioner's own ad in the collector.
+AD_TYPE = "CloudProvisioner"
 #: Evaluated by the startd in every slot ad: no drain if any slot is claimed.
 DRAIN_CHECK = 'State =!= "Claimed"'
 
@@ -157,6 +159,8 @@ class Provisioner:
         self.last_plan: Optional[Plan] = None
         self._slot_ads: Dict[str, object] = {}
         self._holds: set = set()
+        self.started = time.time()
+        self.last_cycle = 0.0
 
     # ------------------------------------------------------------ observe
     def _collector(self):
@@ -375,11 +379,14 @@ class Provisioner:
             self.save()
             self.act(plan, now, before)
             self.save()
+            self.last_cycle = now
             return True
         except Exception:
             self.failed_cycles += 1
             log.exception("Cycle %d failed (%d failed so far)", self.cycles, self.failed_cycles)
             return False
+        finally:
+            self.advertise()
 
     def _log_changes(self, before: Mapping[str, InstanceRecord],
                      after: Mapping[str, InstanceRecord]) -> None:
@@ -396,6 +403,48 @@ class Provisioner:
         for iid in set(before) - set(after):
             log.info("%s (entry %s): forgotten (%s)", iid, before[iid].entry,
                      before[iid].reason)
+
+    # ------------------------------------------------------------ advertise
+    def ad(self):
+        """The provisioner's own ClassAd (``condor_status -any``): counts per phase."""
+        import classad2
+        phases = {p: 0 for p in Phase}
+        for rec in self.records.values():
+            phases[rec.phase] += 1
+        ad = classad2.ClassAd({
+            "MyType": AD_TYPE, "Name": self.cfg.name, "CloudPool": self.cfg.pool,
+            "Machine": self.param.get("FULL_HOSTNAME") or "",
+            "CloudEntries": ", ".join(e.name for e in self.cfg.entries),
+            "NumInstances": sum(n for p, n in phases.items() if p is not Phase.GONE),
+            "CyclesTotal": self.cycles, "CyclesFailed": self.failed_cycles,
+            "LastCycleTime": int(self.last_cycle), "DaemonStartTime": int(self.started),
+            "CycleInterval": self.cfg.cycle_interval,
+            # A provisioner that stopped reporting disappears from the collector.
+            "ClassAdLifetime": max(60, 3 * self.cfg.cycle_interval),
+            "BackoffEntries": ", ".join(f"{n} ({b.failures} failure(s): {b.reason})"[:300]
+                                        for n, b in self.backoff.items()
+                                        if b.until > time.time())})
+        for phase, n in phases.items():
+            if phase is not Phase.GONE:
+                ad[f"Num{phase.value.capitalize()}"] = n
+        return ad
+
+    def advertise(self) -> None:
+        try:
+            self._collector().advertise([self.ad()], "UPDATE_AD_GENERIC")
+        except Exception as err:  # visibility only: never fails a cycle
+            log.debug("Advertising to the collector failed: %s", err)
+
+    def invalidate(self) -> None:
+        import classad2
+        query = classad2.ClassAd({"MyType": "Query", "TargetType": AD_TYPE,
+                                  "Name": self.cfg.name})
+        query["Requirements"] = classad2.ExprTree(
+            f"TARGET.Name == {classad2.quote(self.cfg.name)}")
+        try:
+            self._collector().advertise([query], "INVALIDATE_ADS_GENERIC")
+        except Exception as err:
+            log.debug("Withdrawing our ad from the collector failed: %s", err)
 
     def close(self) -> None:
         for provider in self.providers.values():
@@ -471,6 +520,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         started = time.monotonic()
         prov.cycle()
         stop.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
+    prov.invalidate()
     prov.close()
     log.info("Stopped after %d cycles (%d failed)", prov.cycles, prov.failed_cycles)
     return 0

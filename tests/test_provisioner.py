@@ -197,6 +197,11 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     proc = prov.start()
     seen = set()
     watch(prov, lambda: check_tokens(prov), 60, "a node with its token", seen=seen)
+    # The provisioner's own ad, with its counts, is in the collector.
+    own = wait_for(lambda: pool.collector().query(
+        htcondor2.AdType.Any, f'MyType == "CloudProvisioner" && Name == "prov-{prov.name}"',
+        ["NumInstances", "CyclesTotal", "CloudEntries"]), 30, what="the provisioner's ad")
+    assert own[0]["CloudEntries"] == ENTRY and own[0]["CyclesTotal"] >= 1
     ads = watch(prov, lambda: jobs_done(pool, cluster, 6), 150, "6 jobs done", seen=seen)
     assert all(a["ExitCode"] == 0 for a in ads)
     hosts = {node_of(a["LastRemoteHost"]) for a in ads}
@@ -207,6 +212,9 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     # Idle nodes are drained, then terminated; none is left.
     watch(prov, lambda: not prov.instances(), 90, "every node retired")
     assert prov.stop(proc) == 0
+    # Stopped cleanly: its ad is withdrawn.
+    assert not pool.collector().query(htcondor2.AdType.Any, 'MyType == "CloudProvisioner"',
+                                      ["Name"])
     text = prov.log_text()
     for word in ("Created ", "Draining ", "Terminated "):
         assert word in text, word
