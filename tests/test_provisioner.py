@@ -435,3 +435,24 @@ def test_missing_token_domain_is_a_config_error(tmp_path):
     from condor_plugins.config import ConfigError
     with pytest.raises(ConfigError, match="CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN"):
         shell(tmp_path, FakeProvider(), CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN="")
+
+
+def test_node_that_shuts_itself_down_is_listed_terminated_and_forgotten(site, tmp_path):
+    """The worker's own idle shutdown (the safety net when no provisioner drains)."""
+    pool, make = site
+    prov = make(IDLE_TIMEOUT=600, MAX_INSTANCES=1, KEEP_TERMINATED=3,
+                WORKER_IDLE_SHUTDOWN=3, WORKER_SHUTDOWN_GRACE=3)
+    cluster = submit(pool, tmp_path, 1, 1)
+    proc = prov.start()
+    seen = set()
+    watch(prov, lambda: jobs_done(pool, cluster, 1), 90, "the job done", cap=1, seen=seen)
+    assert len(seen) == 1
+    node = seen.pop()
+    listed = lambda: {i.id: i for i in prov.provider().list({})}  # noqa: E731
+    watch(prov, lambda: node in listed() and listed()[node].state is InstanceState.TERMINATED,
+          90, "the node stopped by itself", cap=1)
+    watch(prov, lambda: "shut itself down" in prov.log_text(), 30, "the provisioner noticing",
+          cap=1)
+    watch(prov, lambda: not prov.instances(), 30, "the stopped node forgotten", cap=1)
+    assert prov.stop(proc) == 0
+    assert "Terminated " + node not in prov.log_text()  # it was never asked to
