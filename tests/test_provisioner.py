@@ -8,6 +8,7 @@ the schedd's history, what runs from the provider's instance directories.
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -456,3 +457,24 @@ def test_node_that_shuts_itself_down_is_listed_terminated_and_forgotten(site, tm
     watch(prov, lambda: not prov.instances(), 30, "the stopped node forgotten", cap=1)
     assert prov.stop(proc) == 0
     assert "Terminated " + node not in prov.log_text()  # it was never asked to
+
+
+def test_log_under_condor_master_rotates_like_htcondor(tmp_path, monkeypatch):
+    import logging
+    from condor_plugins.provisioner import setup_logging
+    monkeypatch.setenv("CONDOR_INHERIT", "x")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging({"LOG": str(tmp_path), "MAX_CLOUD_PROVISIONER_LOG": "200"})
+        for i in range(10):
+            logging.getLogger("condor_plugins.provisioner").info("line %d of the log", i)
+        for handler in root.handlers:
+            handler.close()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["CloudProvisionerLog", "CloudProvisionerLog.old"]
+    first = (tmp_path / "CloudProvisionerLog").read_text().splitlines()[0]
+    assert re.fullmatch(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d line \d of the log", first)
