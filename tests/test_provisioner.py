@@ -1,4 +1,4 @@
-"""The provisioner with the local provider on a real pool (issue 3, acceptance 1, 2, 4, 5).
+"""The provisioner with the local provider on a real pool (issue 3, acceptance 1-5).
 
 The provisioner runs as its own process (``python3 -m condor_plugins.provisioner``)
 with a config file that includes the site pool's; every node is a real
@@ -122,7 +122,8 @@ def site(condor, request):
     made = []
 
     def make(**knobs):
-        prov = Prov(pool, condor.base, f"{request.node.name[5:12]}{len(made)}", **knobs)
+        prov = Prov(pool, condor.base, f"{request.node.name[5:10]}{len(made)}{os.urandom(2).hex()}",
+                    **knobs)
         made.append(prov)
         return prov
     yield pool, make
