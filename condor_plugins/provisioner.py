@@ -404,6 +404,20 @@ class Provisioner:
             log.info("%s (entry %s): forgotten (%s)", iid, before[iid].entry,
                      before[iid].reason)
 
+    def lock(self) -> bool:
+        """Hold an exclusive lock next to the state file for the life of this
+        process, so two provisioners never act on one state (the kernel
+        releases it when the process dies, even by SIGKILL)."""
+        import fcntl
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.state_file.with_name(self.state_file.name + ".lock"), "a")
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            return False
+        return True
+
     # ------------------------------------------------------------ advertise
     def ad(self):
         """The provisioner's own ClassAd (``condor_status -any``): counts per phase."""
@@ -509,6 +523,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not prov.cfg.entries:
         log.error("CLOUD_PLUGINS_PROVIDERS is empty: nothing to provision")
         return 2
+    if not prov.lock():
+        log.error("Another provisioner is running on %s: not starting", prov.state_file)
+        return 3
     log.info("condor_cloud_provisioner %s: entries %s, cycle every %ds, state %s",
              prov.cfg.name, ", ".join(e.name for e in prov.cfg.entries),
              prov.cfg.cycle_interval, prov.state_file)

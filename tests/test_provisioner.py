@@ -199,6 +199,8 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     proc = prov.start()
     seen = set()
     watch(prov, lambda: check_tokens(prov), 60, "a node with its token", seen=seen)
+    # A second provisioner on the same state refuses to run.
+    assert prov.once() == 3 and "Another provisioner is running" in prov.log_text()
     # The provisioner's own ad, with its counts, is in the collector.
     own = wait_for(lambda: pool.collector().query(
         htcondor2.AdType.Any, f'MyType == "CloudProvisioner" && Name == "prov-{prov.name}"',
