@@ -185,8 +185,8 @@ class Provisioner:
             raise RuntimeError("no schedd in the collector")
         shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
         for ad in schedds:
-            # Grouped on the schedd: the constraint must stay True (the schedd
-            # ignores groups for any other), so JobStatus is a group key.
+            # Grouped on the schedd.  The constraint must stay True (HTCondor
+            # 23.9's schedd returns no group for any other), so JobStatus is a key.
             rows = htcondor2.Schedd(ad).query("true", GROUP_BY,
                                               opts=htcondor2.QueryOpt.GroupBy)
             for row in rows:

@@ -481,3 +481,34 @@ def test_log_under_condor_master_rotates_like_htcondor(tmp_path, monkeypatch):
     assert names == ["CloudProvisionerLog", "CloudProvisionerLog.old"]
     first = (tmp_path / "CloudProvisionerLog").read_text().splitlines()[0]
     assert re.fullmatch(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d line \d of the log", first)
+
+
+def test_local_provider_contract(condor):
+    """create / list by tags / idempotent retry / terminate (idempotent), on real nodes."""
+    from condor_plugins.providers.base import InstanceSpec, instance_tags, owner_tags
+    from conftest import worker_token
+    pool = condor.site_pool("lp", extra_config="CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n")
+    provider = LocalProvider(ENTRY, {"STATE_DIR": str(condor.base / "n-lp")})
+    spec = InstanceSpec(ENTRY, "t.small", "img", 1, 256, 100)
+    tags = instance_tags("pool", "me", ENTRY, "req-1")
+    user_data = json.dumps({"config": {"CLOUD_PLUGINS_INSTANCE_ID": "lp-1",
+                                       "CLOUD_PLUGINS_CENTRAL_MANAGER": pool.collector_address,
+                                       "CLOUD_PLUGINS_PROVISIONER": "me"},
+                            "token": worker_token(pool, "lp-1")})
+    try:
+        [inst] = provider.create(spec, 1, tags, user_data, "req-1")
+        assert inst.id == "lp-1" and inst.state is InstanceState.RUNNING
+        assert provider.create(spec, 1, tags, user_data, "req-1") == [inst]  # a retry
+        assert [i.id for i in provider.list(owner_tags("pool", "me"))] == ["lp-1"]
+        assert provider.list(owner_tags("pool", "someone-else")) == []
+        wait_for(lambda: pool.collector().query(
+            htcondor2.AdType.Startd, 'CloudInstanceID == "lp-1"', ["CloudProvisioner"]), 60,
+            what="the node in the collector")
+        workdir = condor.base / "n-lp" / "lp-1"
+        provider.terminate(["lp-1", "no-such-instance"])
+        assert not workdir.exists() and provider.list({}) == []
+        provider.terminate(["lp-1"])  # already gone: not an error
+        from condor_plugins.localpool import processes_using
+        assert processes_using(str(workdir)) == []
+    finally:
+        provider.terminate([i.id for i in provider.list({})])
