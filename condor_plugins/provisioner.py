@@ -477,6 +477,32 @@ class _CondorFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(message)s", "%m/%d/%y %H:%M:%S")
 
 
+class _CondorLogHandler(logging.handlers.RotatingFileHandler):
+    """HTCondor's rotation: one old log is ``<log>.old``; with
+    ``MAX_NUM_<SUBSYS>_LOG`` > 1, old logs get a timestamp and the oldest go."""
+
+    def doRollover(self) -> None:
+        if self.stream:
+            self.stream.close()
+            self.stream = None
+        base = self.baseFilename
+        if self.backupCount <= 1:
+            os.replace(base, base + ".old")
+        else:
+            dest = stamp = base + time.strftime(".%Y%m%dT%H%M%S")
+            n = 0
+            while os.path.exists(dest):  # several rotations within a second
+                n += 1
+                dest = f"{stamp}.{n:03d}"
+            os.replace(base, dest)
+            folder, name = os.path.split(base)
+            old = sorted(f for f in os.listdir(folder or ".")
+                         if f.startswith(name + ".") and f[len(name) + 1:][:1].isdigit())
+            for stale in old[:max(0, len(old) - self.backupCount)]:
+                os.unlink(os.path.join(folder, stale))
+        self.stream = self._open()
+
+
 def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -486,9 +512,9 @@ def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
             param.get("LOG") or ".", "CloudProvisionerLog")
         size = _int(param.get("MAX_CLOUD_PROVISIONER_LOG") or param.get("MAX_DEFAULT_LOG"),
                     10 * 1024 * 1024)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=max(size, 0),
-                                                       backupCount=1)
-        handler.namer = lambda name: name[:-2] + ".old" if name.endswith(".1") else name
+        keep = _int(param.get("MAX_NUM_CLOUD_PROVISIONER_LOG")
+                    or param.get("MAX_NUM_DEFAULT_LOG"), 1)
+        handler = _CondorLogHandler(path, maxBytes=max(size, 0), backupCount=max(keep, 1))
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_CondorFormatter())

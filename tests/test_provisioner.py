@@ -462,25 +462,32 @@ def test_node_that_shuts_itself_down_is_listed_terminated_and_forgotten(site, tm
     assert "Terminated " + node not in prov.log_text()  # it was never asked to
 
 
-def test_log_under_condor_master_rotates_like_htcondor(tmp_path, monkeypatch):
+@pytest.mark.parametrize("keep", [1, 3])
+def test_log_under_condor_master_rotates_like_htcondor(tmp_path, monkeypatch, keep):
     import logging
     from condor_plugins.provisioner import setup_logging
     monkeypatch.setenv("CONDOR_INHERIT", "x")
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:
-        setup_logging({"LOG": str(tmp_path), "MAX_CLOUD_PROVISIONER_LOG": "200"})
-        for i in range(10):
-            logging.getLogger("condor_plugins.provisioner").info("line %d of the log", i)
+        setup_logging({"LOG": str(tmp_path), "MAX_CLOUD_PROVISIONER_LOG": "200",
+                       "MAX_NUM_CLOUD_PROVISIONER_LOG": str(keep)})
+        for i in range(40):  # about 20 rotations
+            logging.getLogger("condor_plugins.provisioner").info("line %02d of the log", i)
         for handler in root.handlers:
             handler.close()
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["CloudProvisionerLog", "CloudProvisionerLog.old"]
+    if keep == 1:
+        assert names == ["CloudProvisionerLog", "CloudProvisionerLog.old"]
+    else:  # timestamped, the oldest removed
+        assert len(names) == 1 + keep and names[0] == "CloudProvisionerLog", names
+        assert all(re.fullmatch(r"CloudProvisionerLog\.\d{8}T\d{6}(\.\d{3})?", n)
+                   for n in names[1:]), names
     first = (tmp_path / "CloudProvisionerLog").read_text().splitlines()[0]
-    assert re.fullmatch(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d line \d of the log", first)
+    assert re.fullmatch(r"\d\d/\d\d/\d\d \d\d:\d\d:\d\d line \d\d of the log", first)
 
 
 def test_local_provider_contract(condor):
