@@ -556,9 +556,12 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
         return value
 
     where, repos = get("CVMFS_REPOSITORIES")
-    if not repos or not all(_REPO.match(r) for r in repos):
-        raise ContextError(f"{where} = {','.join(repos)!r}: expected repository names such "
-                           "as cms.cern.ch")
+    bad = [r for r in repos if not _REPO.match(r)]
+    if not repos or bad:
+        raw = _read(param, entry, _KNOB["CVMFS_REPOSITORIES"])[1]
+        raise ContextError(f"{where} = {raw!r}: " + (f"{bad[0]!r} is not a repository name"
+                           if bad else "no repository") + " (expected names such as "
+                           "cms.cern.ch)")
     proxy = text("CVMFS_HTTP_PROXY", _PROXY,
                  "expected DIRECT or proxy URLs separated by '|' and ';'")
     where, quota = get("CVMFS_QUOTA_LIMIT")
