@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -417,3 +418,37 @@ def test_generated_docs_are_up_to_date():
     assert path.read_text() == ctxmod.knobs_markdown(), (
         "docs/knobs-contextualisation.md is stale: "
         "python3 -m condor_plugins.contextualize > docs/knobs-contextualisation.md")
+
+
+# ------------------------------------------------------------------ cloud-init writes it
+
+def test_cloud_init_write_files_module_produces_the_intended_files(tmp_path, monkeypatch):
+    """cloud-init's own write_files handler, on the parsed document, with every
+    path moved under tmp_path and chown recorded instead of done (unprivileged)."""
+    cc_write_files = pytest.importorskip("cloudinit.config.cc_write_files")
+    from cloudinit import util
+    chowns = {}
+
+    def chownbyname(path, user=None, group=None):
+        if user or group:
+            chowns[str(path)] = f"{user}:{group}"
+
+    monkeypatch.setattr(util, "chownbyname", chownbyname)
+    text = render_user_data(make_ctx(customised_param(tmp_path)))
+    items = parse(text)["write_files"]
+    root = tmp_path / "vm"
+    for item in items:
+        item["path"] = str(root) + item["path"]
+    cc_write_files.write_files("write_files", items, "root:root")
+    expected = written(parse(text))
+    for path, (owner, perms, data) in expected.items():
+        on_disk = Path(str(root) + path)
+        assert on_disk.read_bytes() == data, path
+        assert f"{stat.S_IMODE(on_disk.stat().st_mode):04o}" == perms, path
+        assert chowns[str(on_disk)] == owner, path
+
+
+def test_typical_documents_fit_ec2_user_data_limit(user_data):
+    # EC2 accepts at most 16 KB of user data (before base64).
+    _, text = user_data
+    assert len(text.encode()) < 16 * 1024
