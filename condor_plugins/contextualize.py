@@ -33,7 +33,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from .config import PREFIX, PARSERS, ConfigError
 
@@ -226,7 +226,8 @@ _REPO = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)+\Z")
 _PROXY = re.compile(r"[A-Za-z0-9._:/;|@-]+\Z")
 _CMS_SITE = re.compile(r"T[0-9]_[A-Z]{2}_[A-Za-z0-9_-]+\Z")
 _PATH = re.compile(r"/[A-Za-z0-9._/+@-]*\Z")
-_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+\Z")
+# An IDTOKEN is a JWT: three base64url parts, the header starting '{"'.
+_TOKEN = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
 # A config value that HTCondor writes verbatim into a ClassAd string.
 _ADSTRING = re.compile(r"[^\"\\$\x00-\x1f\x7f]*\Z")
 
@@ -251,8 +252,8 @@ def _check_context(ctx: InstanceContext) -> None:
                name, value, "expected printable text without quotes, backslashes or '$'")
     # Never echo the token itself in an error.
     if not isinstance(ctx.token, str) or not _TOKEN.match(ctx.token):
-        raise ContextError("token: expected an IDTOKEN (one line of base64url and dots); "
-                           "value not shown")
+        raise ContextError("token: expected an IDTOKEN (a JWT: three base64url parts "
+                           "joined by dots); value not shown")
     _check(isinstance(ctx.interruptible, bool), "interruptible", ctx.interruptible,
            "expected True or False")
     _check(isinstance(ctx.idle_shutdown, int) and ctx.idle_shutdown >= 60, "idle_shutdown",
@@ -624,8 +625,10 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
 
     return InstanceContext(
         central_manager=cm, provider=entry_cfg.type, instance_id=instance_id, token=token,
-        platform=platform or entry_cfg.type, instance_type=plain("INSTANCE_TYPE", entry_cfg.instance_type),
-        image=plain("IMAGE", entry_cfg.image), region=region, zone=zone, interruptible=interruptible,
+        platform=platform or entry_cfg.type,
+        instance_type=plain("INSTANCE_TYPE", entry_cfg.instance_type),
+        image=plain("IMAGE", entry_cfg.image), region=region, zone=zone,
+        interruptible=interruptible,
         provisioner=provisioner, entry=entry, idle_shutdown=idle, shutdown_grace=grace,
         poweroff_script=poweroff, ccb_address=ccb,
         cvmfs=CvmfsSettings(tuple(repos), proxy, quota),

@@ -66,13 +66,15 @@ def customised_param(tmp_path):
     return {
         "CLOUD_PLUGINS_EC2A_IMAGE": "ami-0123456789abcdef0",
         "CLOUD_PLUGINS_EC2A_INSTANCE_TYPE": "m5.xlarge",
-        "CLOUD_PLUGINS_CVMFS_HTTP_PROXY": "http://squid1.example.org:3128|http://squid2.example.org:3128;DIRECT",
+        "CLOUD_PLUGINS_CVMFS_HTTP_PROXY":
+            "http://squid1.example.org:3128|http://squid2.example.org:3128;DIRECT",
         "CLOUD_PLUGINS_EC2A_CVMFS_REPOSITORIES": "cms.cern.ch, grid.cern.ch unpacked.cern.ch",
         "CLOUD_PLUGINS_EC2A_CVMFS_QUOTA_LIMIT": "40000",
         "CLOUD_PLUGINS_CMS_LOCAL_SITE": "T2_XX_Example",
         "CLOUD_PLUGINS_EC2A_STAGEOUT_PROTOCOL": "WebDAV",
         "CLOUD_PLUGINS_EC2A_STAGEOUT_COMMAND": "gfal2",
-        "CLOUD_PLUGINS_EC2A_STORAGE_DESCRIPTION": "trivialcatalog_file:/cvmfs/cms.cern.ch/SITECONF/T2_XX_Example/PhEDEx/storage.xml",
+        "CLOUD_PLUGINS_EC2A_STORAGE_DESCRIPTION":
+            "trivialcatalog_file:/cvmfs/cms.cern.ch/SITECONF/T2_XX_Example/PhEDEx/storage.xml",
         "CLOUD_PLUGINS_EC2A_USER_DATA_TEMPLATE_DIR": str(tdir),
         "CLOUD_PLUGINS_EC2A_CENTRAL_MANAGER": "cm-public.example.org:9618",
         "CLOUD_PLUGINS_EC2A_PLATFORM": "EC2",
@@ -452,3 +454,27 @@ def test_typical_documents_fit_ec2_user_data_limit(user_data):
     # EC2 accepts at most 16 KB of user data (before base64).
     _, text = user_data
     assert len(text.encode()) < 16 * 1024
+
+
+def test_a_real_idtoken_is_written_once_and_redacted(tmp_path):
+    """A token minted as Provisioner.mint_token does (plus a lifetime)."""
+    tool = shutil.which("condor_token_create")
+    need(tool, "condor_token_create")
+    key = tmp_path / "POOL"
+    key.write_bytes(os.urandom(64))
+    key.chmod(0o600)
+    (tmp_path / "condor_config").write_text(
+        f"LOCAL_DIR = {tmp_path}\nSEC_PASSWORD_DIRECTORY = {tmp_path}\n"
+        f"SEC_TOKEN_POOL_SIGNING_KEY_FILE = {key}\nTRUST_DOMAIN = cm.site.example.org\n")
+    res = subprocess.run([tool, "-identity", "ec2a-0001@cloud-worker.example.org", "-key", "POOL",
+                          "-authz", "ADVERTISE_STARTD", "-authz", "ADVERTISE_MASTER",
+                          "-authz", "READ", "-lifetime", "3600"],
+                         env=dict(os.environ, CONDOR_CONFIG=str(tmp_path / "condor_config")),
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip()
+    text = render_user_data(make_ctx(token=token))
+    assert text.count(token) == 1
+    assert written(parse(text))["/etc/condor/tokens.d/cloud-worker"][2] == (token + "\n").encode()
+    shown = redact(text)
+    assert all(part not in shown for part in token.split("."))
