@@ -652,6 +652,15 @@ def knobs_markdown() -> str:
         "fallback (the global names are the node's own knobs, docs/knobs.md).",
         "An empty value counts as unset. Durations are seconds, or a number with",
         "`s`, `m`, `h` or `d`. The provider sees these knobs among its settings too.",
+        "Bad values are errors naming the knob.",
+        "",
+        "The user-data (`#cloud-config`) writes, all owned by `root:root`:",
+        f"`{CVMFS_LOCAL}` (0644); with a CMS site, `{SITECONF_BASE}/<site>/JobConfig/`",
+        "`site-local-config.xml` (0644); the shipped worker fragment as",
+        f"`{WORKER_CONF}` and the per-instance knobs as `{INSTANCE_CONF}` (0644);",
+        f"the node's IDTOKEN as `{TOKEN_FILE}` (0600); the template files. Then it",
+        "runs `cvmfs_config setup` and `systemctl enable --now condor`: the image must",
+        "provide the CVMFS client and HTCondor.",
         "",
         "| Knob | Scope | Type | Default | Description |",
         "|---|---|---|---|---|",
@@ -661,7 +670,7 @@ def knobs_markdown() -> str:
                                                                             "<ENTRY>_")
         default = f"`{k.default}`" if k.default else "*(empty)*"
         lines.append(f"| `{PREFIX}{entry}{k.name}` | {scope} | {k.type} | {default} | "
-                     f"{k.doc} |")
+                     f"{k.doc.replace('|', chr(92) + '|')} |")
     return "\n".join(lines) + "\n"
 
 
