@@ -246,11 +246,25 @@ class _Cycle:
             return
         marks = [t for t in (rec.joined, rec.last_busy, node.last_busy) if t is not None]
         idle = self.now - max(marks) if marks else 0.0
-        if idle >= entry.idle_timeout:
+        fitting = self._fitting_jobs(entry, node)
+        # Idle jobs that fit here are probably waiting for the negotiator: give
+        # them a while (up to 3x IDLE_TIMEOUT) before draining, so a burst does
+        # not churn nodes. Jobs that never match this node cannot keep it forever.
+        if fitting and idle < 3 * entry.idle_timeout:
+            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}, but {fitting} "
+                       "idle job(s) fit here (waiting for the negotiator)")
+        elif idle >= entry.idle_timeout:
             reason = f"idle for {_age(idle)} (IDLE_TIMEOUT {_age(entry.idle_timeout)})"
             self._destroy(rec, Drain(rec.entry, rec.id, reason), Phase.DRAINING, reason)
         else:
             self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}")
+
+    def _fitting_jobs(self, entry: EntryConfig, node: NodeInfo) -> int:
+        """Idle jobs of ``entry``'s demand that fit in ``node``'s free resources."""
+        if not self.state.demand_ok:
+            return 0
+        return sum(g.count for g in self.state.demand.get(entry.name, ())
+                   if g.cpus <= node.idle_cpus and g.memory_mb <= node.idle_memory_mb)
 
     def _draining(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
         if node is None:

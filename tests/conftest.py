@@ -58,17 +58,18 @@ class PoolFactory:
         d = Path(tempfile.mkdtemp(prefix=f"{self.prefix[:12]}-{name[:10]}-", dir=self.base))
         return d
 
-    def pool(self, name: str = "site", *, timeout: float = 60, **kw) -> PersonalPool:
+    def pool(self, name: str = "site", *, timeout: float = 120, **kw) -> PersonalPool:
         p = PersonalPool(self._dir(name), name=name, **kw)
         self.instances.append(p)
         p.start(timeout=timeout)
         return p
 
-    def site_pool(self, name: str = "site", extra_config: str = "", **kw) -> PersonalPool:
+    def site_pool(self, name: str = "site", extra_config: str = "", include_extra=(),
+                  **kw) -> PersonalPool:
         """A pool with the project's central manager and submit fragments."""
         d = shipped_config_dir()
         include = [d / "10-cloud-plugins-defaults.conf", d / "20-cloud-central-manager.conf",
-                   d / "20-cloud-submit.conf"]
+                   d / "20-cloud-submit.conf", *include_extra]
         return self.pool(name, include=include, extra_config=extra_config, **kw)
 
     def node(self, pool: PersonalPool, name: str, *, cloud: bool = False, token: str | None = None,

@@ -496,3 +496,16 @@ def test_property_safety_limits_and_determinism(world):
                        nodes=dict(reversed(list(state.nodes.items()))))
     assert plan(shuffled, c, now) == p
     assert plan(state, c, now) == p
+
+
+def test_idle_node_with_fitting_idle_jobs_waits_for_the_negotiator():
+    """No churn: an idle node whose free cores fit waiting jobs is kept for up to
+    3x IDLE_TIMEOUT, then drained anyway (jobs that never match cannot pin it)."""
+    c = cfg(IDLE_TIMEOUT=100, MAX_INSTANCES=1)
+    state = observed([rec("a", Phase.IDLE, since=T0)], [inst("a")], [node("a")], jobs=3, cpus=1)
+    p = plan(state, c, T0 + 150)
+    assert not destructive(p) and "fit here" in p.records["a"].reason
+    assert kinds(plan(state, c, T0 + 300), Drain)
+    # jobs too big for the node's free resources do not hold it
+    big = observed([rec("a", Phase.IDLE, since=T0)], [inst("a")], [node("a")], jobs=3, cpus=8)
+    assert kinds(plan(big, c, T0 + 150), Drain)

@@ -345,6 +345,14 @@ def test_node_that_never_joins_is_terminated_and_the_entry_backs_off(site, tmp_p
     watch(prov, lambda: "backing off" in prov.log_text(), 30, "the backoff", cap=1, seen=seen)
     time.sleep(4)  # several cycles: no new instance while backing off
     assert not prov.instances() and len(seen) == 1
+    # The backoff is visible to the admin in `condor_cloud status`.
+    status = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "status"], env=prov.env(),
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert f"Backoff {ENTRY}: 1 failure(s)" in status.stdout and "did not join" in status.stdout
+    status = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "status", "--json"],
+                            env=prov.env(), capture_output=True, text=True, timeout=60)
+    assert json.loads(status.stdout)["backoff"][ENTRY]["failures"] == 1
     assert prov.stop(proc) == 0
     state = json.loads((prov.pool.workdir / "spool" / "cloud_plugins"
                         / "provisioner-state.json").read_text())

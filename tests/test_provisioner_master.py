@@ -1,0 +1,52 @@
+"""The provisioner under condor_master from the shipped fragment (config.d/30-cloud-provisioner.conf)."""
+
+import os
+import signal
+import sys
+
+import pytest
+
+from condor_plugins.localpool import shipped_config_dir, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def provisioner_pid(pool):
+    out = pool.run("condor_status", "-any", "-const", 'MyType == "CloudProvisioner"',
+                   "-af", "Name", "MyType", check=False).stdout
+    return out
+
+
+def test_master_starts_advertises_and_restarts_the_provisioner(condor):
+    state_dir = condor.base / "n-fragment"
+    pool = condor.site_pool("frag", include_extra=[shipped_config_dir() / "30-cloud-provisioner.conf"],
+                            extra_config=(
+        "CLOUD_PLUGINS_RUN_PROVISIONER = True\n"
+        f"CLOUD_PROVISIONER = {sys.executable}\n"
+        "CLOUD_PROVISIONER_ARGS = -m condor_plugins.provisioner\n"
+        f'CLOUD_PROVISIONER_ENVIRONMENT = "PYTHONPATH={":".join(sys.path)}"\n'
+        "CLOUD_PLUGINS_PROVIDERS = local1\n"
+        "CLOUD_PLUGINS_LOCAL1_TYPE = local\n"
+        f"CLOUD_PLUGINS_LOCAL1_STATE_DIR = {state_dir}\n"
+        "CLOUD_PLUGINS_CYCLE_INTERVAL = 1\n"
+        "MASTER_BACKOFF_CONSTANT = 1\nMASTER_BACKOFF_FACTOR = 1.0\n"))
+    assert "CLOUD_PROVISIONER" in pool.run("condor_config_val", "DAEMON_LIST").stdout
+    ad = wait_for(lambda: provisioner_pid(pool), 60, what="the provisioner's ad in condor_status -any")
+    assert "CloudProvisioner" in ad
+    pids = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioner", check=False).stdout.split()]
+    assert pids
+    os.kill(pids[0], signal.SIGKILL)
+    log = pool.log_dir / "MasterLog"
+    wait_for(lambda: "CLOUD_PROVISIONER" in log.read_text() and "restarting" in log.read_text().lower(),
+             60, what="condor_master noticing the provisioner died")
+
+    def restarted():
+        now = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioner",
+                                        check=False).stdout.split()]
+        return [p for p in now if p not in pids]
+    wait_for(restarted, 60, what="condor_master restarting the provisioner")
+
+
+def test_fragment_is_inert_by_default(condor):
+    pool = condor.site_pool("inertprov", include_extra=[shipped_config_dir() / "30-cloud-provisioner.conf"])
+    assert "CLOUD_PROVISIONER" not in pool.run("condor_config_val", "DAEMON_LIST").stdout
