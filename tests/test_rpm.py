@@ -1,0 +1,334 @@
+"""The RPM (packaging/rpm/condor-cloud-plugins.spec, built by `make rpm`):
+paths and %config(noreplace) files, metadata, the payload extracted with
+rpm2cpio runs its commands, and the shipped fragments are inert until the
+admin's file enables them.
+
+Builds one RPM from the work tree into a temporary _topdir (any user)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "packaging" / "rpm" / "condor-cloud-plugins.spec"
+BUILD = REPO / "packaging" / "rpm" / "build-rpm"
+ADMIN_FILE = "/etc/condor/config.d/99-cloud-plugins-local.conf"
+UNIT = "/usr/lib/systemd/system/condor-cloud-provisioner.service"
+RPMFILE_CONFIG = 1 << 0
+RPMFILE_NOREPLACE = 1 << 4
+
+pytestmark = pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("rpmbuild", "rpm", "rpm2cpio", "cpio")),
+    reason="needs rpmbuild, rpm2cpio and cpio (in dev/sandbox)")
+
+
+def _setup_cfg():
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(REPO / "setup.cfg")
+    return cfg
+
+
+VERSION = _setup_cfg()["metadata"]["version"]
+
+
+def run(cmd, **kw):
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    kw.setdefault("timeout", 120)
+    p = subprocess.run(cmd, **kw)
+    assert p.returncode == 0, f"{cmd} exited {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+@pytest.fixture(scope="module")
+def rpm_file(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rpm")
+    out = run([str(BUILD), "--source", "tree", "--topdir", str(tmp / "top"),
+               "--outdir", str(tmp / "out")]).stdout.strip().splitlines()[-1]
+    path = Path(out)
+    assert path.is_file() and path.name == f"condor-cloud-plugins-{VERSION}-1.noarch.rpm"
+    return path
+
+
+@pytest.fixture(scope="module")
+def rpmq(rpm_file, tmp_path_factory):
+    """rpm -qp … on the built package, with a private (empty) rpm database."""
+    db = tmp_path_factory.mktemp("rpmdb")
+
+    def q(*args):
+        return run(["rpm", "--dbpath", str(db), "-qp", *args, str(rpm_file)]).stdout
+    return q
+
+
+@pytest.fixture(scope="module")
+def payload(rpm_file, tmp_path_factory):
+    """The payload extracted into a temporary root: (root, sitelib inside it)."""
+    root = tmp_path_factory.mktemp("root")
+    cpio = subprocess.run(f"rpm2cpio '{rpm_file}' | cpio -idm --quiet", shell=True,
+                          cwd=root, capture_output=True, text=True, timeout=60)
+    assert cpio.returncode == 0, cpio.stderr
+    inits = list(root.glob("usr/lib*/python3*/site-packages/condor_plugins/__init__.py"))
+    assert len(inits) == 1, inits
+    return root, inits[0].parent.parent
+
+
+def sitelib_of(files):
+    [init] = [f for f in files if f.endswith("/condor_plugins/__init__.py")]
+    return init[:-len("/condor_plugins/__init__.py")]
+
+
+# ---------------------------------------------------------------- the package
+
+def test_paths(rpmq):
+    """rpm -qlp: every file where an EL admin expects it, nothing else."""
+    files = set(rpmq("-l").split())
+    sitelib = sitelib_of(files)
+    assert re.fullmatch(r"/usr/lib/python3\.\d+/site-packages", sitelib), sitelib
+    src = REPO / "condor_plugins"
+    modules = {f"{sitelib}/condor_plugins/{p.relative_to(src).as_posix()}"
+               for p in src.rglob("*.py")}
+    info = f"{sitelib}/condor_cloud_plugins-{VERSION}.dist-info"
+    fragments = {f"/usr/share/condor/config.d/{p.name}" for p in (REPO / "config.d").glob("*.conf")}
+    assert {"/usr/share/condor/config.d/10-cloud-plugins-defaults.conf",
+            "/usr/share/condor/config.d/30-cloud-provisioner.conf"} <= fragments
+    expected = modules | fragments | {
+        "/usr/bin/condor_submit_cloud",
+        "/usr/bin/condor_cloud",
+        "/usr/libexec/condor/condor_cloud_provisioner",
+        ADMIN_FILE,
+        "/usr/share/condor-cloud-plugins/worker/50-cloud-worker.conf",
+        UNIT,
+        *(f"{info}/{n}" for n in ("METADATA", "entry_points.txt", "top_level.txt",
+                                  "INSTALLER", "RECORD")),
+    }
+    missing = expected - files
+    assert not missing, f"missing from the RPM: {sorted(missing)}"
+    # Besides these: directories, the package's byte code (EL's brp step) and docs.
+    extra = {f for f in files - expected
+             if not f.startswith("/usr/share/doc/")
+             and "/__pycache__" not in f
+             and f not in {info, f"{sitelib}/condor_plugins", f"{sitelib}/condor_plugins/providers",
+                           "/usr/share/condor-cloud-plugins",
+                           "/usr/share/condor-cloud-plugins/worker"}}
+    assert not extra, f"unexpected in the RPM: {sorted(extra)}"
+    assert any(f.endswith("/docs/knobs.md") for f in files)
+    # No directory that HTCondor's own package owns, and nothing for the CE yet.
+    for d in ("/etc/condor/config.d", "/usr/share/condor/config.d", "/usr/libexec/condor",
+              "/usr/bin", "/etc/condor-ce/config.d"):
+        assert d not in files
+    assert not any(f.startswith("/etc/condor-ce") for f in files)
+
+
+def test_config_noreplace(rpmq):
+    """rpm -qcp lists only the admin's file, flagged %config(noreplace); the
+    shipped defaults are not %config (an update replaces them)."""
+    assert rpmq("-c").split() == [ADMIN_FILE]
+    flags = {}
+    for line in rpmq("--qf", "[%{FILENAMES} %{FILEFLAGS}\n]").splitlines():
+        name, flag = line.rsplit(" ", 1)
+        flags[name] = int(flag)
+    assert flags[ADMIN_FILE] & RPMFILE_CONFIG
+    assert flags[ADMIN_FILE] & RPMFILE_NOREPLACE
+    # rpm's own rendering: c = %config, n = noreplace.
+    fflags = dict(line.rsplit(" ", 1) for line in
+                  rpmq("--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]").splitlines())
+    assert set(fflags[ADMIN_FILE]) >= {"c", "n"}
+    for name, flag in flags.items():
+        if name != ADMIN_FILE:
+            assert not flag & (RPMFILE_CONFIG | RPMFILE_NOREPLACE), name
+
+
+def test_metadata(rpmq):
+    """noarch, the setup.cfg version, the required packages, and the systemd
+    scriptlets for the unit (which no preset enables)."""
+    name, version, arch = rpmq("--qf", "%{NAME} %{VERSION} %{ARCH}").split()
+    assert (name, version, arch) == ("condor-cloud-plugins", VERSION, "noarch")
+    m = re.search(r"^%\{!\?cp_version:%global cp_version (\S+)\}$", SPEC.read_text(), re.M)
+    assert m and m.group(1) == VERSION, "the spec's default version differs from setup.cfg"
+    requires = rpmq("-R")
+    for req in ("condor >= 23", "python3-boto3", "python3-novaclient", "python3-condor >= 23"):
+        assert req in requires, requires
+    scripts = rpmq("--scripts")
+    for verb in ("preset", "disable --now", "try-restart"):
+        assert f"{verb} condor-cloud-provisioner.service" in scripts, scripts
+
+
+# ---------------------------------------------------------------- the payload
+
+def payload_env(sitelib):
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8", "PYTHONPATH": str(sitelib), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@pytest.mark.parametrize("script, expect", [
+    ("usr/bin/condor_submit_cloud", "--mode"),
+    ("usr/bin/condor_cloud", "status"),
+    ("usr/libexec/condor/condor_cloud_provisioner", "--once"),
+])
+def test_payload_runs_help(payload, tmp_path, script, expect):
+    """The extracted launchers (#!/usr/bin/python3 -s) run from the temporary
+    root, importing the package from its extracted site-lib, not the source."""
+    root, sitelib = payload
+    exe = root / script
+    assert os.access(exe, os.X_OK)
+    assert exe.read_text().startswith("#!/usr/bin/python3 -s\n")
+    p = run([str(exe), "--help"], env=payload_env(sitelib), cwd=tmp_path)
+    assert expect in p.stdout
+
+
+def test_payload_imports_and_entry_points(payload, tmp_path):
+    """From the payload: the package and its metadata come from the extracted
+    site-lib, and the provider entry points are registered."""
+    root, sitelib = payload
+    code = ("import condor_plugins, importlib.metadata as m, condor_plugins.providers as p;"
+            "d = m.distribution('condor-cloud-plugins');"
+            "print(condor_plugins.__file__); print(d.locate_file('')); print(d.version);"
+            "print(','.join(p.available()))")
+    out = run(["/usr/bin/python3", "-s", "-c", code], env=payload_env(sitelib),
+              cwd=tmp_path).stdout.splitlines()
+    assert out[0] == str(sitelib / "condor_plugins" / "__init__.py")
+    assert Path(out[1]) == sitelib
+    assert out[2] == VERSION
+    assert "local" in out[3].split(",")
+
+
+def test_unit(payload):
+    text = (payload[0] / UNIT.lstrip("/")).read_text()
+    for line in ("Type=simple", "User=condor", "Restart=on-failure",
+                 "ExecStart=/usr/libexec/condor/condor_cloud_provisioner",
+                 "WantedBy=multi-user.target"):
+        assert line in text.splitlines(), line
+
+
+# ------------------------------------------------------- inert until enabled
+
+SITE = """\
+RELEASE_DIR = /usr
+LOCAL_DIR = {tmp}/local
+LIBEXEC = /usr/libexec/condor
+use SECURITY: recommended_v9_0
+use ROLE: Personal
+JOB_TRANSFORM_NAMES = SiteOne
+COLLECTOR_REQUIREMENTS = MyType =!= "Bogus"
+LOCAL_CONFIG_DIR = {dirs}
+"""
+KEYS = ("DAEMON_LIST", "JOB_TRANSFORM_NAMES", "COLLECTOR_REQUIREMENTS",
+        "SUBMIT_REQUIREMENT_NAMES", "ALLOW_ADVERTISE_STARTD", "CLOUD_PROVISIONER")
+
+
+def config_values(tmp, name, dirs):
+    """condor_config_val KEYS with a minimal site config whose LOCAL_CONFIG_DIR
+    is DIRS (as HTCondor's RPM: /usr/share/condor/config.d, then /etc)."""
+    cfg = tmp / f"{name}.config"
+    cfg.write_text(SITE.format(tmp=tmp, dirs=",".join(str(d) for d in dirs)))
+    env = dict(os.environ, CONDOR_CONFIG=str(cfg))
+    out = {}
+    for key in KEYS:
+        p = subprocess.run(["condor_config_val", key], env=env, capture_output=True,
+                           text=True, timeout=30)
+        out[key] = p.stdout.strip() if p.returncode == 0 else None
+    return out
+
+
+def words(v):
+    return (v or "").replace(",", " ").split()
+
+
+@pytest.fixture(scope="module")
+def configs(payload, tmp_path_factory):
+    if not shutil.which("condor_config_val"):
+        pytest.skip("needs HTCondor's condor_config_val")
+    root, _ = payload
+    tmp = tmp_path_factory.mktemp("cfg")
+    (tmp / "empty").mkdir()
+    shipped = [root / "usr/share/condor/config.d", root / "etc/condor/config.d"]
+    # The admin's file with its examples uncommented.
+    enabled_etc = tmp / "etc-enabled"
+    enabled_etc.mkdir()
+    text = (root / ADMIN_FILE.lstrip("/")).read_text()
+    (enabled_etc / "99-cloud-plugins-local.conf").write_text(re.sub(
+        r"^#(CLOUD_PLUGINS_(ADMIT_CLOUD_WORKERS|SUBMIT_TRANSFORM|RUN_PROVISIONER) = True)$",
+        r"\1", text, flags=re.M))
+    return (config_values(tmp, "without", [tmp / "empty"]),
+            config_values(tmp, "shipped", shipped),
+            config_values(tmp, "enabled", [shipped[0], enabled_etc]))
+
+
+def test_shipped_fragments_inert(configs):
+    """Installing the RPM (payload fragments + the admin's commented file)
+    leaves the daemons, the schedd transforms and submit requirements as
+    they were."""
+    without, shipped, _ = configs
+    assert "SCHEDD" in words(without["DAEMON_LIST"])
+    for key in ("DAEMON_LIST", "JOB_TRANSFORM_NAMES", "SUBMIT_REQUIREMENT_NAMES"):
+        assert words(shipped[key]) == words(without[key]), key
+    # Additive to the site's ALLOW_DAEMON (the collector still admits no worker:
+    # see the next test).
+    assert words(shipped["ALLOW_ADVERTISE_STARTD"])[:-1] == ["condor@*", "condor_pool@*"]
+
+
+def evaluate(expr, ad):
+    import classad2
+    return classad2.ExprTree(expr).eval(ad)
+
+
+def test_collector_requirements_inert(configs):
+    """COLLECTOR_REQUIREMENTS gains terms (the text differs) but, until cloud
+    workers are admitted, decides as before for every ad but a cloud node's:
+    a site ad, a bogus ad; an IsCloudNode ad or a worker token is refused."""
+    classad2 = pytest.importorskip("classad2")
+    without, shipped, enabled = configs
+    domain = "@cloud-worker."
+    ads = {
+        "site startd (FS)": ({"MyType": "Machine", "AuthenticationMethod": "FS",
+                              "AuthenticatedIdentity": "condor@site"}, True),
+        "site startd (IDTOKENS)": ({"MyType": "Machine", "AuthenticationMethod": "IDTOKENS",
+                                    "AuthenticatedIdentity": "condor@site"}, True),
+        "bogus": ({"MyType": "Bogus"}, False),
+    }
+    for name, (attrs, expected) in ads.items():
+        ad = classad2.ClassAd(attrs)
+        for cfg in (without, shipped):
+            assert evaluate(cfg["COLLECTOR_REQUIREMENTS"], ad) is expected, (name, cfg)
+    assert domain in shipped["COLLECTOR_REQUIREMENTS"]
+    uid_domain = re.search(r'@cloud-worker\.([^$"]*)\$', shipped["COLLECTOR_REQUIREMENTS"]).group(1)
+    worker = classad2.ClassAd({"MyType": "Machine", "IsCloudNode": True,
+                               "AuthenticationMethod": "IDTOKENS",
+                               "AuthenticatedIdentity": f"vm1@cloud-worker.{uid_domain}"})
+    assert evaluate(without["COLLECTOR_REQUIREMENTS"], worker) is True
+    assert evaluate(shipped["COLLECTOR_REQUIREMENTS"], worker) is False
+    assert evaluate(enabled["COLLECTOR_REQUIREMENTS"], worker) is True
+
+
+def test_admin_file_enables(configs, payload):
+    """Uncommenting the knobs in /etc/condor/config.d/99-cloud-plugins-local.conf
+    (read after /usr/share/condor/config.d) turns the fragments on: the master
+    runs the provisioner from the payload's libexec, the schedd transforms and
+    the submit requirement are in place."""
+    root, _ = payload
+    without, _, enabled = configs
+    assert words(enabled["DAEMON_LIST"]) == words(without["DAEMON_LIST"]) + ["CLOUD_PROVISIONER"]
+    assert enabled["CLOUD_PROVISIONER"] == "/usr/libexec/condor/condor_cloud_provisioner"
+    assert (root / enabled["CLOUD_PROVISIONER"].lstrip("/")).is_file()
+    assert words(enabled["JOB_TRANSFORM_NAMES"]) == ["SiteOne", "CloudPluginsCloud",
+                                                      "CloudPluginsLocal"]
+    assert words(enabled["SUBMIT_REQUIREMENT_NAMES"]) == ["CloudPluginsMode"]
+
+
+def test_fresh_source_tarball_from_git(tmp_path):
+    """`make rpm` builds from `git archive HEAD`: the committed tree carries
+    everything the spec reads (skipped where git is not installed)."""
+    if not shutil.which("git") or not (REPO / ".git").exists():
+        pytest.skip("no git here (dev/sandbox has none; `make rpm` archives on the host)")
+    files = set(run(["git", "-C", str(REPO), "ls-files"]).stdout.split())
+    for f in ("packaging/rpm/condor-cloud-plugins.spec", "packaging/rpm/pyinstall.py",
+              "packaging/rpm/99-cloud-plugins-local.conf",
+              "packaging/systemd/condor-cloud-provisioner.service", "setup.cfg", "README.md"):
+        assert f in files, f
