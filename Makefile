@@ -35,3 +35,22 @@ shell: sandbox
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
+
+# `make rpm`: dist/condor-cloud-plugins-<version>-1.noarch.rpm. The sources are
+# `git archive HEAD` (committed files only; the work tree when this is not a git
+# checkout), archived here; rpmbuild runs in the sandbox (or natively, as above).
+# Needs only the sandbox's rpmbuild, not the editable install of `make sandbox`.
+ifeq ($(NATIVE),yes)
+  RPM_PREPARE := true
+  RPM_RUN :=
+else
+  RPM_PREPARE := $(SANDBOX) create
+  RPM_RUN := $(SANDBOX) run --root --
+endif
+RPM_SDIST := dist/condor-cloud-plugins-sources.tar.gz
+
+.PHONY: rpm
+rpm:
+	@$(RPM_PREPARE)
+	packaging/rpm/build-rpm --sdist $(RPM_SDIST)
+	$(RPM_RUN) packaging/rpm/build-rpm --tarball $(RPM_SDIST) --outdir dist

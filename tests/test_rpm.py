@@ -49,8 +49,17 @@ def run(cmd, **kw):
 
 @pytest.fixture(scope="module")
 def rpm_file(tmp_path_factory):
+    """Built as `make rpm` does: a source tarball (here of the work tree, as
+    the sandbox has no git), then rpmbuild on it."""
     tmp = tmp_path_factory.mktemp("rpm")
-    out = run([str(BUILD), "--source", "tree", "--topdir", str(tmp / "top"),
+    sdist = tmp / "sources.tar.gz"
+    run([str(BUILD), "--source", "tree", "--sdist", str(sdist)])
+    names = run(["tar", "-tzf", str(sdist)]).stdout.split()
+    top = f"condor-cloud-plugins-{VERSION}/"
+    assert all(n.startswith(top) for n in names)
+    assert f"{top}packaging/rpm/condor-cloud-plugins.spec" in names
+    assert not [n for n in names if "__pycache__" in n or n.startswith(f"{top}.git/")]
+    out = run([str(BUILD), "--tarball", str(sdist), "--topdir", str(tmp / "top"),
                "--outdir", str(tmp / "out")]).stdout.strip().splitlines()[-1]
     path = Path(out)
     assert path.is_file() and path.name == f"condor-cloud-plugins-{VERSION}-1.noarch.rpm"
