@@ -243,6 +243,7 @@ def config_values(tmp, name, dirs):
         p = subprocess.run(["condor_config_val", key], env=env, capture_output=True,
                            text=True, timeout=30)
         out[key] = p.stdout.strip() if p.returncode == 0 else None
+    out["_config"] = cfg
     return out
 
 
@@ -262,9 +263,8 @@ def configs(payload, tmp_path_factory):
     enabled_etc = tmp / "etc-enabled"
     enabled_etc.mkdir()
     text = (root / ADMIN_FILE.lstrip("/")).read_text()
-    (enabled_etc / "99-cloud-plugins-local.conf").write_text(re.sub(
-        r"^#(CLOUD_PLUGINS_(ADMIT_CLOUD_WORKERS|SUBMIT_TRANSFORM|RUN_PROVISIONER) = True)$",
-        r"\1", text, flags=re.M))
+    (enabled_etc / "99-cloud-plugins-local.conf").write_text(
+        re.sub(r"^#(CLOUD_PLUGINS_[A-Z_]+ =)", r"\1", text, flags=re.M))
     return (config_values(tmp, "without", [tmp / "empty"]),
             config_values(tmp, "shipped", shipped),
             config_values(tmp, "enabled", [shipped[0], enabled_etc]))
@@ -331,6 +331,19 @@ def test_admin_file_enables(configs, payload):
     assert words(enabled["SUBMIT_REQUIREMENT_NAMES"]) == ["CloudPluginsMode"]
 
 
+def test_admin_file_examples_are_a_valid_provisioner_config(configs, payload, tmp_path):
+    """With every example in the admin's file uncommented, the packaged
+    provisioner (from the payload) loads a valid configuration."""
+    pytest.importorskip("htcondor2")
+    _, sitelib = payload
+    code = ("import htcondor2; from condor_plugins import config;"
+            "c = config.load(htcondor2.param);"
+            "print(' '.join(f'{e.name}:{e.type}' for e in c.entries))")
+    env = dict(payload_env(sitelib), CONDOR_CONFIG=str(configs[2]["_config"]))
+    out = run(["/usr/bin/python3", "-s", "-c", code], env=env, cwd=tmp_path).stdout.split()
+    assert out == ["mycloud:local"]
+
+
 def test_fresh_source_tarball_from_git(tmp_path):
     """`make rpm` builds from `git archive HEAD`: the committed tree carries
     everything the spec reads (skipped where git is not installed)."""
@@ -341,3 +354,40 @@ def test_fresh_source_tarball_from_git(tmp_path):
               "packaging/rpm/99-cloud-plugins-local.conf",
               "packaging/systemd/condor-cloud-provisioner.service", "setup.cfg", "README.md"):
         assert f in files, f
+
+
+def test_payload_fragments_are_the_sources(payload):
+    """The shipped fragments are config.d/ byte for byte: the site ones in
+    /usr/share/condor/config.d, the VM one only as a template (never in a
+    directory HTCondor reads on the site hosts)."""
+    root, _ = payload
+    for src in (REPO / "config.d").glob("*.conf"):
+        assert (root / "usr/share/condor/config.d" / src.name).read_bytes() == src.read_bytes()
+    for src in (REPO / "config.d" / "worker").glob("*.conf"):
+        assert (root / "usr/share/condor-cloud-plugins/worker" / src.name).read_bytes() \
+            == src.read_bytes()
+        assert not (root / "usr/share/condor/config.d" / src.name).exists()
+        assert not (root / "etc/condor/config.d" / src.name).exists()
+
+
+def test_admin_file_knobs_documented(payload):
+    """Every knob the admin's file suggests is a documented one, and every
+    line in it is a comment or blank (inert as shipped)."""
+    root, _ = payload
+    text = (root / ADMIN_FILE.lstrip("/")).read_text()
+    assert all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+    docs = "".join(p.read_text() for p in (REPO / "docs").glob("knobs*.md"))
+    entries = set()
+    for name in re.findall(r"^#(CLOUD_PLUGINS_[A-Z0-9_]+) =", text, re.M):
+        if name == "CLOUD_PLUGINS_PROVIDERS":
+            continue
+        m = re.fullmatch(r"CLOUD_PLUGINS_(MYCLOUD)_([A-Z_]+)", name)
+        if m:  # an entry's setting: CLOUD_PLUGINS_<ENTRY>_<KNOB> or [<ENTRY>_]<KNOB>
+            entries.add(m.group(1))
+            knob = m.group(2)
+            assert (f"`CLOUD_PLUGINS_<ENTRY>_{knob}`" in docs
+                    or f"`CLOUD_PLUGINS_[<ENTRY>_]{knob}`" in docs), name
+        else:
+            assert f"`{name}`" in docs, name
+    assert re.search(r"^#CLOUD_PLUGINS_PROVIDERS = " + " ".join(e.lower() for e in entries) + "$",
+                     text, re.M)
