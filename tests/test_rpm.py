@@ -331,6 +331,27 @@ def test_admin_file_enables(configs, payload):
     assert words(enabled["SUBMIT_REQUIREMENT_NAMES"]) == ["CloudPluginsMode"]
 
 
+def test_site_files_that_append_keep_the_additions(payload, tmp_path):
+    """As the admin's file says: a site file in /etc/condor/config.d that
+    appends to DAEMON_LIST / JOB_TRANSFORM_NAMES keeps the plugins' additions
+    (one that sets them outright drops them: the /usr/share fragments come
+    first)."""
+    if not shutil.which("condor_config_val"):
+        pytest.skip("needs HTCondor's condor_config_val")
+    root, _ = payload
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "50-site.conf").write_text(
+        "DAEMON_LIST = $(DAEMON_LIST) SCHEDD\nJOB_TRANSFORM_NAMES = $(JOB_TRANSFORM_NAMES) SiteTwo\n")
+    (etc / "99-cloud-plugins-local.conf").write_text(
+        "CLOUD_PLUGINS_RUN_PROVISIONER = True\nCLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n")
+    got = config_values(tmp_path, "appending", [root / "usr/share/condor/config.d", etc])
+    assert "CLOUD_PROVISIONER" in words(got["DAEMON_LIST"])
+    assert "SCHEDD" in words(got["DAEMON_LIST"])
+    assert words(got["JOB_TRANSFORM_NAMES"]) == ["SiteOne", "CloudPluginsCloud",
+                                                  "CloudPluginsLocal", "SiteTwo"]
+
+
 def test_admin_file_examples_are_a_valid_provisioner_config(configs, payload, tmp_path):
     """With every example in the admin's file uncommented, the packaged
     provisioner (from the payload) loads a valid configuration."""
