@@ -135,6 +135,16 @@ def test_paths(rpmq):
     assert not any(f.startswith("/etc/condor-ce") for f in files)
 
 
+def test_every_console_script_packaged(rpmq):
+    """Each console script of setup.cfg has a launcher in the RPM (the spec
+    lists them one by one: a new one must be added there)."""
+    files = rpmq("-l").split()
+    text = _setup_cfg()["options.entry_points"]["console_scripts"]
+    for line in filter(None, (l.strip() for l in text.splitlines())):
+        name = line.split("=")[0].strip()
+        assert f"/usr/bin/{name}" in files or f"/usr/libexec/condor/{name}" in files, name
+
+
 def test_config_noreplace(rpmq):
     """rpm -qcp lists only the admin's file, flagged %config(noreplace); the
     shipped defaults are not %config (an update replaces them)."""
