@@ -48,6 +48,9 @@ STATE_VERSION = 1
 #: Job attributes the schedd groups idle jobs by (it adds what they reference).
 GROUP_BY = ["JobStatus", "JobUniverse", "RequestCpus", "RequestMemory", "RequestDisk",
             "Requirements"]
+#: Idle jobs outside any autocluster read one by one up to this many; more
+#: and the schedd groups all jobs by their full shape instead.
+UNCLUSTERED_ONE_BY_ONE = 2000
 #: Universes a cloud node never runs (scheduler, local).
 NOT_ON_NODES = (7, 12)
 SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudProviderEntry", "State",
@@ -177,22 +180,22 @@ class Provisioner:
             return False, default
 
     def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
-        """Idle jobs per entry, grouped by the schedd (one row per job shape),
-        each shape matched once against the entry's template machine ad."""
+        """Idle jobs per entry, by job shape; each shape matched once against the
+        entry's template machine ad.
+
+        Fast path: count idle jobs per autocluster (a cheap grouped query on
+        integers) and take each autocluster's significant attributes from the
+        schedd's autocluster table; jobs not yet in an autocluster (submitted
+        since the last negotiation) are read one by one if they are few, else
+        everything is grouped on the full job shape (slower at 100k jobs)."""
         import htcondor2
         schedds = self._collector().locateAll(htcondor2.DaemonType.Schedd)
         if not schedds:
             raise RuntimeError("no schedd in the collector")
         shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
         for ad in schedds:
-            # Grouped on the schedd.  The constraint must stay True (HTCondor
-            # 23.9's schedd returns no group for any other), so JobStatus is a key.
-            rows = htcondor2.Schedd(ad).query("true", GROUP_BY,
-                                              opts=htcondor2.QueryOpt.GroupBy)
-            for row in rows:
-                if row.get("JobStatus") != 1 or row.get("JobUniverse") in NOT_ON_NODES:
-                    continue
-                count = _int(row.get("JobCount"), 0)
+            schedd = htcondor2.Schedd(ad)
+            for row, count in self._idle_shapes(schedd):
                 shape = (max(1, _int(row.eval("RequestCpus"), 1)),
                          max(0, _int(row.eval("RequestMemory"), 0)))
                 for name, template in self.templates.items():
@@ -200,6 +203,42 @@ class Provisioner:
                         shapes[name][shape] = shapes[name].get(shape, 0) + count
         return {name: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
                 for name, by in shapes.items()}
+
+    def _idle_shapes(self, schedd):
+        """(ad with the job's matching attributes, idle job count) pairs."""
+        import htcondor2
+        # The constraint must stay True (HTCondor 23.9's schedd returns no
+        # group for any other), so JobStatus is a key.
+        counts = schedd.query("true", ["JobStatus", "JobUniverse", "AutoClusterId"],
+                              opts=htcondor2.QueryOpt.GroupBy)
+        # An autocluster carries only the attributes significant to this pool's
+        # matchmaking: one without the shape or Requirements cannot be used.
+        clusters = {c.get("AutoClusterId"): c for c in
+                    schedd.query("true", [], opts=htcondor2.QueryOpt.AutoCluster)
+                    if all(k in c for k in ("RequestCpus", "RequestMemory", "Requirements"))}
+        out, unclustered = [], 0
+        for row in counts:
+            if row.get("JobStatus") != 1 or row.get("JobUniverse") in NOT_ON_NODES:
+                continue
+            count = _int(row.get("JobCount"), 0)
+            cluster = clusters.get(row.get("AutoClusterId"))
+            if cluster is None:
+                unclustered += count
+            else:
+                out.append((cluster, count))
+        if unclustered == 0:
+            return out
+        if unclustered > UNCLUSTERED_ONE_BY_ONE:
+            rows = schedd.query("true", GROUP_BY, opts=htcondor2.QueryOpt.GroupBy)
+            return [(r, _int(r.get("JobCount"), 0)) for r in rows
+                    if r.get("JobStatus") == 1 and r.get("JobUniverse") not in NOT_ON_NODES]
+        known = ", ".join(str(int(i)) for i in clusters if isinstance(i, int))
+        constraint = "JobStatus == 1 && (AutoClusterId is undefined" + (
+            f" || !member(AutoClusterId, {{{known}}}))" if known else ")")
+        for job in schedd.query(constraint, limit=UNCLUSTERED_ONE_BY_ONE + 1):
+            if job.get("JobUniverse") not in NOT_ON_NODES:
+                out.append((job, 1))
+        return out
 
     def nodes(self) -> Tuple[Dict[str, NodeInfo], Optional[float]]:
         """The collector's view of our instances, and when the collector started."""
