@@ -336,7 +336,8 @@ def test_create_errors_map_to_typed_errors(make, spec, prov, code, status, error
     with pytest.raises(ProviderError) as info:
         provider.create(spec, 1, *args(prov))
     assert type(info.value) is error and len(sent) == 1
-    assert info.value.message.startswith(f"ec2 entry ec2east: RunInstances failed: {code}:")
+    assert info.value.message.startswith(
+        f"ec2 entry ec2east: RunInstances failed: {code}: injected by the test")
     assert len(info.value.message) < 300 and "\n" not in info.value.message
     assert provider.list(owner_tags(POOL, prov)) == []
 

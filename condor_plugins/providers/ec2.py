@@ -156,7 +156,7 @@ class EC2Provider(Provider):
         creds = None
         with contextlib.suppress(Exception):  # unresolvable credentials: nothing to scrub
             creds = self._session.get_credentials().get_frozen_credentials()
-        for secret in filter(None, creds or ()):
+        for secret in (c for c in creds or () if c and len(c) >= 16):  # real ones are long
             text = text.replace(secret, "[redacted]")
         text = _SECRETISH.sub("[redacted]", " ".join(text.split()))
         return text if len(text) <= 200 else text[:197] + "..."
