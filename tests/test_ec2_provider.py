@@ -194,6 +194,32 @@ def test_create_with_tags_user_data_and_network_settings(make, ec2, spec, prov, 
         f"/worker-{prov}") for a in assoc)
 
 
+def test_condor_knobs_reach_the_provider(ec2, spec, prov, moto_url):
+    """CLOUD_PLUGINS_<ENTRY>_* knobs, read as the provisioner reads them."""
+    from condor_plugins import config
+    cfg = config.load({
+        "CLOUD_PLUGINS_PROVIDERS": "ec2east", "CLOUD_PLUGINS_PROVISIONER_NAME": prov,
+        "COLLECTOR_HOST": POOL, "CLOUD_PLUGINS_EC2EAST_TYPE": "ec2",
+        "CLOUD_PLUGINS_EC2EAST_IMAGE": spec.image,
+        "CLOUD_PLUGINS_EC2EAST_INSTANCE_TYPE": "m5.large",
+        "CLOUD_PLUGINS_EC2EAST_ENDPOINT_URL": moto_url,
+        "CLOUD_PLUGINS_EC2EAST_REGION": "us-east-1",
+        "CLOUD_PLUGINS_EC2EAST_SPOT": "yes", "CLOUD_PLUGINS_EC2EAST_KEY_NAME": "",
+        "CLOUD_PLUGINS_EC2EAST_WORKER_START_DELAY": "5"})
+    [entry] = cfg.entries
+    provider = provider_class(entry.type, entry.name)(entry.name, entry.settings)
+    try:
+        tags = instance_tags(cfg.pool, cfg.name, entry.name, f"{prov}-1")
+        [inst] = provider.create(entry.spec(), 1, tags, USER_DATA, f"{prov}-1")
+        [found] = described(ec2, **{TAG_REQUEST: f"{prov}-1"})
+        assert (found["InstanceId"], found["InstanceType"], found["ImageId"]) == \
+            (inst.id, "m5.large", spec.image)
+        assert found["InstanceLifecycle"] == "spot" and "KeyName" not in found
+        assert [i.id for i in provider.list(owner_tags(cfg.pool, cfg.name))] == [inst.id]
+    finally:
+        provider.close()
+
+
 def test_list_by_owner_tags_only(make, ec2, spec, prov):
     provider = make()
     mine = [provider.create(spec, 1, *args(prov))[0].id for _ in range(2)]
