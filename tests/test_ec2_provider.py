@@ -390,6 +390,19 @@ def test_listing_and_terminate_errors_with_stubber(make, prov):
         stub.assert_no_pending_responses()
 
 
+def test_not_found_right_after_launch_is_retried_not_ignored(make, spec, prov):
+    """EC2 is eventually consistent: a just-launched instance may be unknown to
+    TerminateInstances for a while; forgetting it would leak a VM."""
+    provider = make()
+    [inst] = provider.create(spec, 1, *args(prov))
+    with Stubber(provider._client()) as stub:
+        stub.add_client_error("terminate_instances", "InvalidInstanceID.NotFound", "no", 400)
+        with pytest.raises(TransientError, match="not visible yet"):
+            provider.terminate([inst.id])
+    provider.terminate([inst.id])
+    assert provider.list(owner_tags(POOL, prov))[0].state is InstanceState.TERMINATED
+
+
 def test_missing_credentials_are_auth_errors(make, spec, prov, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

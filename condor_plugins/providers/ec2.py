@@ -1,8 +1,7 @@
 """The ``ec2`` provider: instances are EC2 VMs (or any EC2-compatible cloud), via boto3.
 
-The image and the instance type come from the entry's ``IMAGE`` and
-``INSTANCE_TYPE`` knobs; everything else from settings, the knobs
-``CLOUD_PLUGINS_<ENTRY>_<NAME>`` (an empty value counts as unset):
+Image and instance type come from the entry's ``IMAGE`` and ``INSTANCE_TYPE`` knobs; the
+rest from settings, knobs ``CLOUD_PLUGINS_<ENTRY>_<NAME>`` (an empty value counts as unset):
 
 ================== ============ ==============================================================
 Setting            Default      Meaning
@@ -22,13 +21,12 @@ MAX_ATTEMPTS       3            Attempts per API call (botocore retries throttli
 ================== ============ ==============================================================
 
 Instances get the provisioner's tags plus ``Name`` (instance and volumes),
-``InstanceInitiatedShutdownBehavior=terminate`` (the idle shutdown's poweroff
-must end the billing) and a ``ClientToken`` from the request token, so a
-retried RunInstances cannot launch twice; a create whose request token already
-has instances returns them (for clouds that ignore ClientToken).  A stopped
-instance is listed as ERROR, so the provisioner terminates it.  Messages hold
-no credentials or user data; botocore's DEBUG log (request bodies, so the
-node's token) is capped at INFO unless its level was set explicitly.
+``InstanceInitiatedShutdownBehavior=terminate`` (the idle shutdown's poweroff must end
+the billing) and a ``ClientToken`` from the request token, so a retried RunInstances
+cannot launch twice; a create whose request token already has instances returns them
+(for clouds that ignore ClientToken).  A stopped instance is listed as ERROR, so the
+provisioner terminates it.  Messages hold no credentials or user data; botocore's DEBUG
+log (request bodies, so the node's token) is capped at INFO unless a level was set.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import time
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import boto3
@@ -53,12 +52,12 @@ USER_DATA_MAX = 16384  # bytes, before base64 (EC2 limit)
 STATES = {"pending": InstanceState.PENDING, "running": InstanceState.RUNNING, "stopping":
           InstanceState.STOPPING, "shutting-down": InstanceState.STOPPING,
           "terminated": InstanceState.TERMINATED}
-AUTH = {"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch",
-        "ExpiredToken", "RequestExpired", "IncompleteSignature", "MissingAuthenticationToken",
-        "InvalidAccessKeyId", "OptInRequired", "Blocked", "AccessDenied"}
-TRANSIENT = {"RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
-             "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable",
-             "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
+AUTH = set("AuthFailure UnauthorizedOperation InvalidClientTokenId SignatureDoesNotMatch "
+           "ExpiredToken RequestExpired IncompleteSignature MissingAuthenticationToken "
+           "InvalidAccessKeyId OptInRequired Blocked AccessDenied".split())
+TRANSIENT = set("RequestLimitExceeded Throttling ThrottlingException RequestThrottled "
+                "InternalError InternalFailure ServiceUnavailable Unavailable RequestTimeout "
+                "RequestTimeoutException PriorRequestNotComplete".split())
 GONE = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 AUTH_HINT = "credentials: boto3's chain (environment, ~/.aws, instance role) or PROFILE"
 _SECRETISH = re.compile(r"\b(?:AKIA|ASIA|AKID)[A-Z0-9]{8,}|[A-Za-z0-9/+=_-]{32,}")
@@ -86,7 +85,7 @@ def client_token(request_token: str) -> str:
 
 
 def to_instance(data: Mapping, entry: str, tags: Optional[Mapping[str, str]] = None) -> Instance:
-    """An ``Instance`` from one EC2 instance description."""
+    """An ``Instance`` from one EC2 instance description (``tags`` if it has none)."""
     name = (data.get("State") or {}).get("Name", "")
     state = STATES.get(name, InstanceState.ERROR)
     found = {t["Key"]: t["Value"] for t in data.get("Tags") or []} or dict(tags or {})
@@ -109,9 +108,8 @@ class EC2Provider(Provider):
     def __init__(self, entry: str, settings: Mapping[str, str]):
         super().__init__(entry, settings)
         s = {k: str(v).strip() for k, v in self.settings.items() if str(v).strip()}
-        self.region = s.get("REGION", "us-east-1")
-        self.endpoint_url = s.get("ENDPOINT_URL")
-        self.profile = s.get("PROFILE")
+        self.region, self.endpoint_url, self.profile = (
+            s.get("REGION", "us-east-1"), s.get("ENDPOINT_URL"), s.get("PROFILE"))
         self.spot = bool(self._parse(s, "SPOT", "bool", "false"))
         self.spot_max_price = self._parse(s, "SPOT_MAX_PRICE", "float", "") and s["SPOT_MAX_PRICE"]
         if self.spot_max_price and not self.spot:
@@ -130,16 +128,15 @@ class EC2Provider(Provider):
                     **({"MaxPrice": self.spot_max_price} if self.spot_max_price else {})}}}
         self.options: Dict[str, object] = {k: v for k, v in opts.items() if v}
         self._session = self._ec2 = None
-        for name in ("botocore", "boto3", "urllib3"):  # DEBUG logs request bodies
-            if logging.getLogger(name).level == logging.NOTSET:
-                logging.getLogger(name).setLevel(logging.INFO)
+        self._created: Dict[str, float] = {}  # id -> when this object launched it
+        for logger in map(logging.getLogger, ("botocore", "boto3", "urllib3")):
+            logger.setLevel(logger.level or logging.INFO)  # DEBUG logs request bodies
 
     def _parse(self, s: Mapping[str, str], name: str, kind: str, default: str):
-        text = s.get(name, default)
         try:
-            return PARSERS[kind](text) if text else None
+            return PARSERS[kind](s.get(name, default)) if s.get(name, default) else None
         except ValueError as err:
-            raise ConfigError(f"CLOUD_PLUGINS_{self.entry.upper()}_{name} = {text!r}: "
+            raise ConfigError(f"CLOUD_PLUGINS_{self.entry.upper()}_{name} = {s[name]!r}: "
                               f"{err}") from None
 
     def _client(self):
@@ -207,12 +204,11 @@ class EC2Provider(Provider):
             raise ProviderError(f"{where}: user data is {size} bytes, EC2 allows {USER_DATA_MAX}")
         if count < 1:
             return []
-        if TAG_REQUEST in tags:  # a retry of a request that got through: its instances
-            existing = self._describe({k: v for k, v in tags.items() if k != "Name"})
-            if existing:
-                log.info("%s: request %s already has %s", where, request_token,
-                         ", ".join(i.id for i in existing))
-                return existing
+        existing = TAG_REQUEST in tags and self._describe(
+            {k: v for k, v in tags.items() if k != "Name"})
+        if existing:  # a retry of a request that got through: its instances
+            log.info("%s: request %s already launched", where, request_token)
+            return existing
         all_tags = {"Name": f"condor-{request_token}", **tags}
         tag_list = [{"Key": k, "Value": str(v)} for k, v in all_tags.items()]
         request = dict(self.options, ImageId=spec.image, InstanceType=spec.instance_type,
@@ -223,7 +219,9 @@ class EC2Provider(Provider):
             request["UserData"] = user_data  # botocore base64-encodes it
         with self._api("RunInstances") as ec2:
             reply = ec2.run_instances(**request)
-        return [to_instance(i, self.entry, all_tags) for i in reply.get("Instances", [])]
+        out = [to_instance(i, self.entry, all_tags) for i in reply.get("Instances", [])]
+        self._created.update((i.id, time.monotonic()) for i in out)
+        return out
 
     def list(self, owner_tags: Mapping[str, str]) -> List[Instance]:
         return self._describe(owner_tags)
@@ -241,6 +239,9 @@ class EC2Provider(Provider):
             if len(ids) > 1:  # one unknown id fails the call: the others one by one
                 for iid in ids:
                     self.terminate([iid])
+            elif time.monotonic() - self._created.get(ids[0], -1e9) < 300:
+                raise TransientError(f"ec2 entry {self.entry}: {ids[0]} not visible yet "
+                                     "(EC2 is eventually consistent); will retry") from None
 
     def close(self) -> None:
         if self._ec2 is not None:
