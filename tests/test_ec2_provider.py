@@ -30,6 +30,9 @@ from condor_plugins.providers.base import (TAG_ENTRY, TAG_REQUEST, AuthError,  #
                                            instance_tags, owner_tags)
 from condor_plugins.providers.ec2 import EC2Provider, client_token, to_instance  # noqa: E402
 
+# botocore 1.37 signs with datetime.utcnow(): not this project's warning to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")
+
 KEY_ID = "AKIDCONDORTEST0042XYZ"
 SECRET = "cOnDoRtEsT/sEcReT+kEy0123456789abcdefghij"
 TOKEN = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJub2RlIn0.c2lnbmF0dXJlLW5vdC1yZWFs"
