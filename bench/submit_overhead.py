@@ -4,12 +4,13 @@
 Runs both, interleaved, REPS times each, in one process on one personal pool, and
 prints the median times and their ratio (ratios from one run: these machines are noisy).
 
-    make bench            # or: dev/sandbox run -- python3 bench/submit_overhead.py
+    make bench            # or: dev/sandbox run -- python3 bench/submit_overhead.py [--procs N]
+
+The wrapper is run through the launcher the RPM installs (#!/usr/bin/python3 -s).
 """
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,17 +45,19 @@ def main():
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="cp-bench-", dir="/tmp"))
-    pool = PersonalPool(base / "pool", name="bench", extra_config="MAX_JOBS_SUBMITTED = 1000000\n")
+    pool = PersonalPool(base / "pool", name="bench", extra_config=(
+        "MAX_JOBS_SUBMITTED = 1000000\nMAX_JOBS_PER_OWNER = 1000000\nMAX_JOBS_PER_SUBMISSION = 1000000\n"))
     pool.start()
     try:
         sub = base / "job.sub"
         sub.write_text(SUBMIT.format(procs=args.procs))
         plain_cmd = ["condor_submit", str(sub)]
-        # The installed console script, as users run it (else the module).
-        script = shutil.which("condor_submit_cloud")
-        wrap_cmd = ([script] if script else [sys.executable, "-m", "condor_plugins.submit_wrapper"]) \
-            + ["--mode", "cloud", str(sub)]
-        print(f"wrapper: {wrap_cmd[0]}", file=sys.stderr)
+        # The launcher the RPM installs (#!/usr/bin/python3 -s, packaging/rpm/pyinstall.py).
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "packaging" / "rpm"))
+        import pyinstall
+        launcher = base / "bin" / "condor_submit_cloud"
+        pyinstall.write_launcher("condor_submit_cloud", launcher)
+        wrap_cmd = [str(launcher), "--mode", "cloud", str(sub)]
         env_path = {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         plain, wrapped = [], []
         timed(pool, plain_cmd)  # warm-up
