@@ -53,6 +53,9 @@ KNOBS: Tuple[Knob, ...] = (
          minimum=1),
     Knob("COLLECTOR_GRACE", "600", "duration", "After a collector (re)start, absence of a "
          "node's ad is not trusted for this long (no join timeout kills).", minimum=0),
+    Knob("WORKER_TOKEN_LIFETIME", "7d", "duration", "Lifetime of each worker's IDTOKEN "
+         "(condor_token_create -lifetime). A node older than this can no longer advertise "
+         "itself; keep it above the longest job plus IDLE_TIMEOUT.", minimum=300),
     Knob("TYPE", None, "str", "Provider type of the entry (entry point name: local, ec2, "
          "openstack...).", ENTRY_ONLY),
     Knob("IMAGE", "", "str", "Image of the entry's instances.", ENTRY_ONLY),
@@ -175,6 +178,7 @@ class ProvisionerConfig:
     cycle_interval: int
     collector_grace: int
     entries: Tuple[EntryConfig, ...]
+    worker_token_lifetime: int = 7 * 86400
 
     def entry(self, name: str) -> Optional[EntryConfig]:
         return next((e for e in self.entries if e.name == name), None)
@@ -266,7 +270,8 @@ def load(param: Mapping[str, str]) -> ProvisionerConfig:
         name=name, pool=pool,
         cycle_interval=_value(param, _BY_NAME["CYCLE_INTERVAL"]),
         collector_grace=_value(param, _BY_NAME["COLLECTOR_GRACE"]),
-        entries=entries)
+        entries=entries,
+        worker_token_lifetime=_value(param, _BY_NAME["WORKER_TOKEN_LIFETIME"]))
 
 
 # ------------------------------------------------------------------ docs

@@ -298,7 +298,7 @@ class Provisioner:
     def mint_token(self, instance_id: str) -> str:
         """An IDTOKEN for one worker, signed with the pool key; never logged."""
         args = ["condor_token_create", "-identity", f"{instance_id}@{self.token_domain}",
-                "-key", "POOL"]
+                "-key", "POOL", "-lifetime", str(int(self.cfg.worker_token_lifetime))]
         for authz in WORKER_AUTHZ:
             args += ["-authz", authz]
         res = subprocess.run(args, capture_output=True, text=True, timeout=60)

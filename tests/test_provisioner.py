@@ -173,6 +173,13 @@ def watch(prov, predicate, timeout, what, cap=2, seen=None):
         raise TimeoutError(f"{exc}\n--- provisioner log ---\n{prov.log_text()[-6000:]}") from None
 
 
+def token_claims(token):
+    """The JWT payload of an IDTOKEN (no verification: only its claims are read)."""
+    import base64
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
 def check_tokens(prov):
     """Each node's token is 0600 in its token directory and on no command line."""
     tokens = []
@@ -181,6 +188,12 @@ def check_tokens(prov):
         if path.exists():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
             tokens.append(path.read_text().strip())
+            claims = token_claims(tokens[-1])
+            # Minimal authorisations, a per-instance identity, a limited lifetime.
+            assert sorted(claims["scope"].split()) == [
+                "condor:/ADVERTISE_MASTER", "condor:/ADVERTISE_STARTD", "condor:/READ"], claims
+            assert claims["sub"].startswith(iid + "@")
+            assert claims["exp"] - claims["iat"] == 7 * 86400
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
