@@ -348,7 +348,7 @@ class ExecuteNode(CondorInstance):
     def __init__(self, workdir: Path, name: str, collector: str, cpus: int = 1,
                  memory: int = 1024, cloud_config: Optional[Mapping[str, object]] = None,
                  token: Optional[str] = None, extra_config: str = "",
-                 include: Iterable[Path] = ()):
+                 include: Iterable[Path] = (), worker_fragment: Optional[Path] = None):
         workdir = Path(workdir)
         user = _username()
         self.cloud = cloud_config is not None
@@ -366,7 +366,7 @@ class ExecuteNode(CondorInstance):
         post = ""
         if cloud_config is not None:
             # The fragment first, then the per-instance values, which win.
-            includes.insert(0, shipped_config_dir() / "worker" / "50-cloud-worker.conf")
+            includes.insert(0, worker_fragment or shipped_config_dir() / "worker" / "50-cloud-worker.conf")
             values = dict(cloud_config)
             values.setdefault("CLOUD_PLUGINS_CENTRAL_MANAGER", collector)
             post = "".join(f"{k} = {config_value(v)}\n" for k, v in values.items())

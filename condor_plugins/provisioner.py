@@ -307,21 +307,13 @@ class Provisioner:
             raise RuntimeError(f"condor_token_create failed for {instance_id}: {first[:200]}")
         return res.stdout.strip()
 
-    def node_config(self, entry: EntryConfig, instance_id: str) -> Dict[str, str]:
-        """Per-instance knobs of the worker fragment; ``WORKER_<KNOB>`` entry
-        settings become ``CLOUD_PLUGINS_<KNOB>`` on the node."""
-        values = {
-            "CLOUD_PLUGINS_CENTRAL_MANAGER": self.collector_host,
-            "CLOUD_PLUGINS_PROVIDER": entry.type, "CLOUD_PLUGINS_PLATFORM": entry.type,
-            "CLOUD_PLUGINS_INSTANCE_ID": instance_id,
-            "CLOUD_PLUGINS_INSTANCE_TYPE": entry.instance_type or "unknown",
-            "CLOUD_PLUGINS_IMAGE": entry.image or "unknown",
-            "CLOUD_PLUGINS_PROVISIONER": self.cfg.name,
-            "CLOUD_PLUGINS_PROVIDER_ENTRY": entry.name}
-        for key, value in entry.settings.items():
-            if key.startswith("WORKER_") and len(key) > 7:
-                values["CLOUD_PLUGINS_" + key[7:]] = value
-        return values
+    def user_data(self, entry: EntryConfig, instance_id: str) -> str:
+        """The instance's cloud-init document (worker fragment, per-instance
+        knobs, CVMFS, SITECONF and its token): the same for every provider."""
+        from .contextualize import context_from_config, render_user_data
+        ctx = context_from_config(entry, self.param, instance_id, self.mint_token(instance_id),
+                                  provisioner=self.cfg.name)
+        return render_user_data(ctx)
 
     def create(self, action: Create, now: float) -> None:
         entry = self.cfg.entry(action.entry)
@@ -330,8 +322,7 @@ class Provisioner:
             iid = f"{entry.name.lower()}-{secrets.token_hex(4)}"
             tags = instance_tags(self.cfg.pool, self.cfg.name, entry.name, iid)
             try:
-                user_data = json.dumps({"config": self.node_config(entry, iid),
-                                        "token": self.mint_token(iid)})
+                user_data = self.user_data(entry, iid)
                 started = provider.create(entry.spec(), 1, tags, user_data, iid)
             except ProviderError as err:
                 self.failures.append(LaunchFailed(entry.name, err.kind, err.message))

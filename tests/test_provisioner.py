@@ -194,6 +194,13 @@ def check_tokens(prov):
                 "condor:/ADVERTISE_MASTER", "condor:/ADVERTISE_STARTD", "condor:/READ"], claims
             assert claims["sub"].startswith(iid + "@")
             assert claims["exp"] - claims["iat"] == 7 * 86400
+            # The node runs from the cloud-init document a cloud VM would get.
+            root = prov.state_dir / iid / "root"
+            fragment = root / "etc/condor/config.d/50-cloud-worker.conf"
+            assert f"include : {fragment}" in (prov.state_dir / iid / "condor_config").read_text()
+            assert (root / "etc/condor/config.d/60-cloud-instance.conf").exists()
+            assert (root / "etc/cvmfs/default.local").exists()
+            assert stat.S_IMODE((root / "etc/condor/tokens.d/cloud-worker").stat().st_mode) == 0o600
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
             cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")

@@ -2,10 +2,15 @@
 machine (``localpool.ExecuteNode``), contextualised like a cloud VM with the
 worker fragment, per-instance knobs and an IDTOKEN.
 
-``user_data`` is a JSON object ``{"config": {knob: value, ...}, "token": "..."}``
-(the cloud-init document replaces it in the cloud providers).  The token is
-written 0600 into the node's token directory; it never appears in a log, a
-message or a command line.
+``user_data`` is the cloud-init document a cloud VM gets (``#cloud-config``,
+see contextualize.py): its ``write_files`` are written under ``<node>/root/``
+with their modes, and the node runs from those very files (the worker
+fragment, the per-instance knobs, the token). A JSON object
+``{"config": {knob: value, ...}, "token": "..."}`` is accepted too. The token
+is written 0600; it never appears in a log, a message or a command line. Local
+only: the power-off script is always disabled, and entry settings
+``WORKER_<KNOB>`` override ``CLOUD_PLUGINS_<KNOB>`` on the node (tests use them
+for short idle shutdowns or a node that never joins).
 
 Each instance lives in ``<STATE_DIR>/<id>/`` with ``instance.json`` (tags, pid,
 launch time), so ``list`` works after a provisioner restart.  Nodes run in
@@ -82,12 +87,20 @@ class LocalProvider(Provider):
     # ---------------------------------------------------------------- create
     def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
                user_data: str, request_token: str) -> List[Instance]:
-        try:
-            data = json.loads(user_data or "{}")
-        except ValueError:
-            raise ProviderError("local provider: user_data is not a JSON object") from None
-        config = dict(data.get("config") or {})
-        token = data.get("token")
+        files: List[Mapping] = []
+        if (user_data or "").lstrip().startswith("#cloud-config"):
+            config, token, files = _from_cloud_config(user_data)
+        else:
+            try:
+                data = json.loads(user_data or "{}")
+            except ValueError:
+                raise ProviderError("local provider: user_data is neither cloud-config "
+                                    "nor a JSON object") from None
+            config = dict(data.get("config") or {})
+            token = data.get("token")
+        for key, value in self.settings.items():
+            if key.startswith("WORKER_") and len(key) > 7:
+                config["CLOUD_PLUGINS_" + key[7:]] = value
         out = []
         for i in range(count):
             wanted = config.get("CLOUD_PLUGINS_INSTANCE_ID") if count == 1 else None
@@ -96,12 +109,12 @@ class LocalProvider(Provider):
             if existing is not None and existing.tags.get(TAG_REQUEST) == request_token:
                 out.append(existing)   # a retried request: idempotent
                 continue
-            out.append(self._start(iid, spec, tags, config, token, request_token))
+            out.append(self._start(iid, spec, tags, config, token, request_token, files))
         return out
 
     def _start(self, iid: str, spec: InstanceSpec, tags: Mapping[str, str],
                config: Mapping[str, object], token: Optional[str],
-               request_token: str) -> Instance:
+               request_token: str, files: Sequence[Mapping] = ()) -> Instance:
         from ..localpool import ExecuteNode
         workdir = self.state_dir / iid
         try:
@@ -113,13 +126,14 @@ class LocalProvider(Provider):
         meta = {"id": iid, "entry": self.entry, "tags": dict(tags), "request": request_token,
                 "launch_time": time.time(), "pid": None, "instance_type": spec.instance_type}
         _write_json(workdir / META, meta)   # listed (pending) before anything runs
+        fragment = _write_files(workdir / "root", files)
         values = dict(config)
         values.setdefault("CLOUD_PLUGINS_INSTANCE_ID", iid)
         # Never power off this machine when a local node stops itself.
-        values.setdefault("CLOUD_PLUGINS_POWEROFF_SCRIPT", "")
+        values["CLOUD_PLUGINS_POWEROFF_SCRIPT"] = ""
         collector = str(values.get("CLOUD_PLUGINS_CENTRAL_MANAGER") or _param("COLLECTOR_HOST"))
         node = ExecuteNode(workdir, iid, collector, cpus=spec.cpus, memory=spec.memory_mb,
-                           cloud_config=values, token=token)
+                           cloud_config=values, token=token, worker_fragment=fragment)
         try:
             node.start(timeout=30)
         except Exception as err:  # InstanceError carries log tails: keep it short
@@ -227,3 +241,42 @@ class LocalProvider(Provider):
                 proc.wait(5)
             except Exception:
                 pass
+
+
+def _from_cloud_config(user_data: str):
+    """(per-instance knobs, token, write_files) from a cloud-init document."""
+    import base64
+    import yaml
+    try:
+        doc = yaml.safe_load(user_data)
+        files = list(doc.get("write_files") or [])
+    except (yaml.YAMLError, AttributeError):
+        raise ProviderError("local provider: user_data is not a valid cloud-config") from None
+    contents = {}
+    for f in files:
+        raw = f.get("content", "")
+        if f.get("encoding") in ("b64", "base64"):
+            raw = base64.b64decode(raw).decode()
+        contents[f.get("path")] = raw
+    config = {}
+    for line in contents.get("/etc/condor/config.d/60-cloud-instance.conf", "").splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            config[name.strip()] = value.strip()
+    token = contents.get("/etc/condor/tokens.d/cloud-worker", "").strip() or None
+    return config, token, [dict(f, content=contents[f.get("path")]) for f in files]
+
+
+def _write_files(root: Path, files: Sequence[Mapping]) -> Optional[Path]:
+    """Apply cloud-init write_files under ``root``; return the worker fragment's copy."""
+    fragment = None
+    for f in files:
+        path = root / str(f["path"]).lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                     int(str(f.get("permissions") or "0644"), 8))
+        with os.fdopen(fd, "w") as out:
+            out.write(f["content"])
+        if path.name == "50-cloud-worker.conf":
+            fragment = path
+    return fragment
