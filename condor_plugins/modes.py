@@ -19,7 +19,7 @@ parsed, so the common wrapper path (no site clause) starts fast.
 from __future__ import annotations
 
 import enum
-# typing is not imported: annotations stay strings (start-up cost).
+# typing is not imported (start-up cost): annotations use builtin generics.
 
 
 __all__ = [
@@ -66,7 +66,7 @@ class RequirementsError(ValueError):
     """An expression that is not a single valid ClassAd expression."""
 
 
-def parse_mode(text: Union[str, CloudMode, None], source: str = "mode") -> CloudMode:
+def parse_mode(text: str | CloudMode | None, source: str = "mode") -> CloudMode:
     """Return the CloudMode for ``text`` (case-insensitive, surrounding blanks and
     double quotes ignored); ``source`` names where the value came from, for the error."""
     if isinstance(text, CloudMode):
@@ -83,7 +83,7 @@ def parse_mode(text: Union[str, CloudMode, None], source: str = "mode") -> Cloud
         ) from None
 
 
-def clause_for(mode: Union[str, CloudMode]) -> Optional[str]:
+def clause_for(mode: str | CloudMode) -> str | None:
     """The Requirements clause of ``mode`` (None for ``any``)."""
     return CLAUSES[parse_mode(mode)]
 
@@ -124,7 +124,7 @@ _CLOSE = {")", "]", "}"}
 def _tokens(text: str):
     """Yield (kind, value, depth_before) for significant tokens."""
     depth = 0
-    stack: List[str] = []
+    stack: list[str] = []
     pos = 0
     for m in _token_re().finditer(text):
         if m.start() != pos:  # cannot happen: 'other' matches anything
@@ -161,7 +161,7 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
-def parse_expr(text: str) -> classad2.ExprTree:
+def parse_expr(text: str):  # -> classad2.ExprTree
     """Parse ``text`` as exactly one ClassAd expression or raise RequirementsError."""
     import classad2
     if not isinstance(text, str):
@@ -215,7 +215,7 @@ def _strip_parens(text: str) -> str:
     return text
 
 
-def conjuncts(text: str) -> List[str]:
+def conjuncts(text: str) -> list[str]:
     """Top-level '&&' conjuncts of ``text`` (normalised, outer parentheses removed,
     parenthesised '&&' chains flattened).
 
@@ -227,7 +227,7 @@ def conjuncts(text: str) -> List[str]:
     top = [v for k, v, d in toks if d == 0 and k == "op"]
     if "||" in top or "?" in top or "?:" in top:
         return [_strip_parens(norm)]
-    parts: List[str] = []
+    parts: list[str] = []
     # split the normalised text at top-level '&&' positions
     depth = 0
     start = 0
@@ -245,7 +245,7 @@ def conjuncts(text: str) -> List[str]:
             start = m.end()
         i = m.end()
     parts.append(norm[start:])
-    out: List[str] = []
+    out: list[str] = []
     for part in parts:
         inner = _strip_parens(part)
         # a parenthesised '&&' chain is itself a list of conjuncts: flatten
@@ -253,7 +253,7 @@ def conjuncts(text: str) -> List[str]:
     return out
 
 
-def has_clause(text: Optional[str], mode: Union[str, CloudMode]) -> bool:
+def has_clause(text: str | None, mode: str | CloudMode) -> bool:
     """True if ``text`` already has ``mode``'s clause as a top-level conjunct."""
     clause = clause_for(mode)
     if clause is None or not text or not text.strip():
@@ -262,7 +262,7 @@ def has_clause(text: Optional[str], mode: Union[str, CloudMode]) -> bool:
     return any(_key(c) == want for c in conjuncts(text))
 
 
-def merge_requirements(orig: Optional[str], mode: Union[str, CloudMode]) -> Optional[str]:
+def merge_requirements(orig: str | None, mode: str | CloudMode) -> str | None:
     """Return ``(orig) && (clause)`` for ``mode``.
 
     * ``orig`` None/blank -> just the clause;

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
-# typing is not imported: annotations stay strings (start-up cost).
+# typing is not imported (start-up cost): annotations use builtin generics.
 
 from condor_plugins import modes
 
@@ -100,8 +100,8 @@ _OPTIONS = [
 
 class Args:
     def __init__(self) -> None:
-        self.mode: Optional[str] = None
-        self.rest: List[str] = []
+        self.mode: str | None = None
+        self.rest: list[str] = []
         self.help = False
         self.has_file = False      # positional, '-' or -file
         self.has_queue = False     # -queue or -append 'queue ...'
@@ -115,7 +115,7 @@ def _looks_like_queue(line: str) -> bool:
     return bool(words) and words[0].lower() == "queue"
 
 
-def parse_args(argv: List[str]) -> Args:
+def parse_args(argv: list[str]) -> Args:
     a = Args()
     i = 0
     n = len(argv)
@@ -213,7 +213,7 @@ def _param() -> dict:
     return values
 
 
-def _run_capture(argv: List[str]) -> Tuple[int, str, str]:
+def _run_capture(argv: list[str]) -> tuple[int, str, str]:
     """Run ``argv``, return (status, stdout, stderr); posix_spawn, so that the
     wrapper need not import subprocess on its fast path."""
     out_r, out_w = os.pipe()
@@ -232,7 +232,7 @@ def _run_capture(argv: List[str]) -> Tuple[int, str, str]:
     return os.waitstatus_to_exitcode(status), out.decode(errors="replace"), err.decode(errors="replace")
 
 
-def _knob(param, name: str) -> Optional[str]:
+def _knob(param, name: str) -> str | None:
     try:
         value = param.get(name)
     except Exception:
@@ -242,7 +242,7 @@ def _knob(param, name: str) -> Optional[str]:
     return str(value)
 
 
-def resolve_mode(cli_mode: Optional[str], param=None) -> modes.CloudMode:
+def resolve_mode(cli_mode: str | None, param=None) -> modes.CloudMode:
     if cli_mode is not None:
         return modes.parse_mode(cli_mode, source="--mode")
     param = param if param is not None else _param()
@@ -279,7 +279,7 @@ def append_env(mode: modes.CloudMode, param) -> dict:
     return env
 
 
-def append_lines(mode: modes.CloudMode) -> List[str]:
+def append_lines(mode: modes.CloudMode) -> list[str]:
     lines = []
     clause = modes.clause_for(mode)
     if clause is not None:
@@ -295,7 +295,7 @@ def append_lines(mode: modes.CloudMode) -> List[str]:
     return lines
 
 
-def build_command(argv: List[str], environ=None, param=None) -> Tuple[List[str], dict]:
+def build_command(argv: list[str], environ=None, param=None) -> tuple[list[str], dict]:
     """Return (argv for condor_submit, environment) for our arguments."""
     args = parse_args(argv)
     param = param if param is not None else _param()
@@ -313,7 +313,7 @@ def build_command(argv: List[str], environ=None, param=None) -> Tuple[List[str],
     return cmd, env
 
 
-def _help(rest: List[str]) -> int:
+def _help(rest: list[str]) -> int:
     import subprocess
     try:
         rc = subprocess.call([CONDOR_SUBMIT] + rest)
@@ -325,7 +325,7 @@ def _help(rest: List[str]) -> int:
     return rc
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_args(argv)

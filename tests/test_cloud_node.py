@@ -1,6 +1,5 @@
 """Cloud-node tagging and token admission, on real daemons (issue 2, acceptance 4)."""
 
-import os
 import stat
 import time
 

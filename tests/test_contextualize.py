@@ -381,7 +381,7 @@ def test_file_contents_round_trip_exactly(content):
 
 
 def test_file_contents_round_trip_property():
-    hypothesis = pytest.importorskip("hypothesis")
+    pytest.importorskip("hypothesis")
     from hypothesis import given, settings, strategies as st
     from dataclasses import replace
     ctx = make_ctx()

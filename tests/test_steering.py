@@ -4,7 +4,6 @@ Where each job ran is read back from the schedd's job history (LastRemoteHost),
 not from our own code.
 """
 
-import subprocess
 import sys
 import textwrap
 
