@@ -1,0 +1,181 @@
+# Globus::GRAM::JobManager::cloud -- the GRAM job manager type behind
+# jobmanager-cloud (and, through its subclass nocloud.pm, jobmanager-nocloud).
+#
+# It is jobmanager-condor with one difference: condor_submit is run as
+# condor_plugins' condor_submit_cloud with "--mode <mode of this type>".
+# Everything else (the submit description, poll, cancel, stdio) is
+# Globus::GRAM::JobManager::condor's own code, inherited unchanged.
+#
+# condor_submit_cloud ANDs the mode's clause into the job's Requirements with
+# condor_submit's APPEND_REQ_VANILLA mechanism, that is after condor_submit
+# has read the whole submit description: the clause is ANDed with whatever
+# Requirements the job ends up with, GRAM's own line (OpSys, Arch, Memory) or
+# a client's (condorsubmit=(requirements ...)); with a client
+# "+Requirements" it is ANDed into that. The clauses themselves and the mode
+# names live in Python (condor_plugins.modes), not here.
+#
+# Configuration: ${sysconfdir}/globus/globus-cloud.conf (/etc/globus), or
+# $GLOBUS_LOCATION/etc/globus/globus-cloud.conf if that exists (a job manager
+# run with "-home DIR" in its -conf file; the job manager gives its Perl
+# scripts only a fixed environment, GLOBUS_LOCATION being part of it):
+#   condor_submit_cloud="/usr/bin/condor_submit_cloud"
+#   <type>_mode="cloud|local|any"      e.g. cloud_mode="cloud", nocloud_mode="local"
+#   condor_config="PATH"               optional: CONDOR_CONFIG for these types
+#                                      (else globus-condor.conf's, as for condor)
+#
+# Installed as ${perlmoduledir}/Globus/GRAM/JobManager/cloud.pm; see
+# jobmanager/README.md.
+
+use strict;
+use warnings;
+
+use Globus::GRAM::Error;
+use Globus::GRAM::JobState;
+use Globus::GRAM::JobManager::condor;
+use Globus::Core::Config;
+use IPC::Open3 ();
+
+package Globus::GRAM::JobManager::cloud;
+
+our @ISA = qw(Globus::GRAM::JobManager::condor);
+
+# The mode of each type when globus-cloud.conf does not name one.
+my %DEFAULT_MODE = (cloud => 'cloud', nocloud => 'local');
+
+# condor_submit commands a client may not set through (condorsubmit=...):
+# they would take the job out of the vanilla universe, where the mode's
+# clause is applied.
+my %FORBIDDEN_KEY = map { $_ => 1 } qw(universe jobuniverse);
+
+sub cloud_config_path
+{
+    my $location = $ENV{GLOBUS_LOCATION};
+
+    if (defined($location) && $location ne ''
+        && -f "$location/etc/globus/globus-cloud.conf")
+    {
+        return "$location/etc/globus/globus-cloud.conf";
+    }
+    return '${sysconfdir}/globus/globus-cloud.conf';
+}
+
+# The settings of this type: {type, wrapper, mode, condor_config, error}.
+sub cloud_settings
+{
+    my $self = shift;
+    my ($type) = (ref($self) || $self) =~ /([^:]+)$/;
+    # undef when the file does not exist: the defaults apply
+    my $config = Globus::Core::Config->new(cloud_config_path());
+    my $get = sub { $config ? $config->get_attribute($_[0]) : undef };
+    my $mode = $get->("${type}_mode") || $DEFAULT_MODE{$type};
+
+    return {
+        type => $type,
+        wrapper => $get->('condor_submit_cloud') || 'condor_submit_cloud',
+        mode => $mode,
+        condor_config => $get->('condor_config'),
+        error => defined($mode) ? undef
+                 : "no mode for GRAM type $type (${type}_mode in " . cloud_config_path() . ")",
+    };
+}
+
+sub new
+{
+    my $proto = shift;
+    my $class = ref($proto) || $proto;
+    my $settings = $class->cloud_settings();
+
+    # For condor_submit (through the wrapper) and condor_rm alike.
+    $ENV{CONDOR_CONFIG} = $settings->{condor_config} if $settings->{condor_config};
+    my $self = $class->SUPER::new(@_);
+    $self->{cloud} = $settings;
+    return $self;
+}
+
+sub submit
+{
+    my $self = shift;
+    my $description = $self->{JobDescription};
+    my ($type, $wrapper, $mode, $error) = @{$self->{cloud}}{qw(type wrapper mode error)};
+
+    if (defined($error))
+    {
+        return $self->respond_with_failure_extension(
+            "jobmanager-$type: $error",
+            Globus::GRAM::Error::GATEKEEPER_MISCONFIGURED());
+    }
+
+    # Only single and multiple jobs become vanilla universe jobs.
+    my $jobtype = $description->jobtype();
+    if ($jobtype ne 'single' && $jobtype ne 'multiple')
+    {
+        return Globus::GRAM::Error::JOBTYPE_NOT_SUPPORTED();
+    }
+    foreach my $pair ($description->condorsubmit())
+    {
+        next unless ref($pair) && scalar(@$pair) == 2;   # condor.pm rejects those
+        my ($key, $value) = @$pair;
+        if ("$key$value" =~ /[\r\n]/)
+        {
+            return $self->respond_with_failure_extension(
+                "jobmanager-$type: condorsubmit entries must be single lines",
+                Globus::GRAM::Error::RSL_SCHEDULER_SPECIFIC());
+        }
+        (my $name = lc($key)) =~ s/^\s*(?:\+|my\.)?//;
+        $name =~ s/\s+$//;
+        if ($FORBIDDEN_KEY{$name})
+        {
+            return $self->respond_with_failure_extension(
+                "jobmanager-$type: condorsubmit may not set $key",
+                Globus::GRAM::Error::RSL_SCHEDULER_SPECIFIC());
+        }
+    }
+
+    # condor.pm runs IPC::Open3::open3(IN, OUT, ERR, <condor_submit>, <file>).
+    # For the length of its submit(), run the wrapper in its place.
+    my $open3 = \&IPC::Open3::open3;
+    my $wrapped = 0;
+    my $result;
+    {
+        no warnings 'redefine';
+        local *IPC::Open3::open3 = sub {
+            my ($in, $out, $err, $command, @args) = @_;
+            $wrapped++;
+            $self->log("jobmanager-$type: running $wrapper --mode $mode"
+                       . " in place of $command");
+            return $open3->($in, $out, $err, $wrapper, '--mode', $mode, @args);
+        };
+        $result = $self->SUPER::submit(@_);
+    }
+
+    if (!$wrapped && ref($result) eq 'HASH' && $result->{JOB_ID})
+    {
+        # condor.pm no longer submits the way this module expects: never
+        # leave a job that went round the wrapper in the queue.
+        my ($cluster) = $result->{JOB_ID} =~ /^0*(\d+)/;
+        system('condor_rm', $cluster) if defined($cluster);
+        return $self->respond_with_failure_extension(
+            "jobmanager-$type: condor.pm did not run condor_submit through"
+            . " IPC::Open3::open3; job $result->{JOB_ID} removed",
+            Globus::GRAM::Error::JOB_EXECUTION_FAILED());
+    }
+    return $result;
+}
+
+sub poll
+{
+    my $self = shift;
+    my $result = $self->SUPER::poll(@_);
+
+    # The job's HTCondor user log (condor.<id> in the job state directory):
+    # the C job manager deletes it for its own type "condor" only.
+    if (ref($result) eq 'HASH' && defined($result->{JOB_STATE})
+        && ($result->{JOB_STATE} == Globus::GRAM::JobState::DONE
+            || $result->{JOB_STATE} == Globus::GRAM::JobState::FAILED))
+    {
+        unlink($self->{condor_logfile});
+    }
+    return $result;
+}
+
+1;
