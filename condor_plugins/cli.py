@@ -1,11 +1,17 @@
 """condor_cloud: look at what the cloud provisioner owns.
 
     condor_cloud status [--json]
+    condor_cloud userdata ENTRY [--instance-id ID] [--show-secrets]
 
 Reads the provisioner's configuration (HTCondor knobs), its state file, every
 provider entry's listing and the collector, and prints one row per instance:
 provider entry, id, state, age, slots busy/idle, reason. Entries in backoff are
 listed below the table. Nothing secret (tokens, credentials) is ever shown.
+
+``userdata`` prints the cloud-init document a new instance of ENTRY would
+boot with. Its token is a placeholder and secret files are redacted, unless
+``--show-secrets`` is given: then a real worker token is minted (this needs
+the pool signing key) and printed, so keep that output private.
 """
 
 from __future__ import annotations
@@ -100,17 +106,55 @@ def render(status: dict) -> str:
     return "\n".join(lines)
 
 
+PLACEHOLDER_TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJwbGFjZWhvbGRlciJ9.cmVkYWN0ZWQ"
+
+
+def user_data(entry_name: str, instance_id: str, show_secrets: bool, param=None) -> str:
+    """The document of a new instance of ``entry_name`` (redacted unless asked)."""
+    from .config import ConfigError
+    from .contextualize import context_from_config, redact, render_user_data
+    from .provisioner import Provisioner
+    prov = Provisioner(param)
+    try:
+        entry = prov.cfg.entry(entry_name)
+        if entry is None:
+            names = ", ".join(e.name for e in prov.cfg.entries) or "none"
+            raise ConfigError(f"no provider entry {entry_name!r} in CLOUD_PLUGINS_PROVIDERS "
+                              f"(configured: {names})")
+        token = prov.mint_token(instance_id) if show_secrets else PLACEHOLDER_TOKEN
+        text = render_user_data(context_from_config(entry, prov.param, instance_id, token,
+                                                    provisioner=prov.cfg.name))
+        return text if show_secrets else redact(text)
+    finally:
+        prov.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="condor_cloud", description="Inspect the cloud provisioner.")
     sub = ap.add_subparsers(dest="command", required=True)
     st = sub.add_parser("status", help="instances owned by this provisioner")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    ud = sub.add_parser("userdata", help="the cloud-init document of a new instance")
+    ud.add_argument("entry", help="provider entry (a name in CLOUD_PLUGINS_PROVIDERS)")
+    ud.add_argument("--instance-id", help="instance id to render (default: ENTRY-example)")
+    ud.add_argument("--show-secrets", action="store_true",
+                    help="mint and print a real worker token (needs the signing key)")
     args = ap.parse_args(argv)
     from .config import ConfigError
     from .providers import ProviderNotFound
     try:
+        if args.command == "userdata":
+            if args.show_secrets:
+                print("condor_cloud: the output holds a live worker token; keep it private",
+                      file=sys.stderr)
+            sys.stdout.write(user_data(args.entry, args.instance_id or
+                                       f"{args.entry.lower()}-example", args.show_secrets))
+            return 0
         status = collect()
     except (ConfigError, ProviderNotFound) as err:
+        print(f"condor_cloud: {err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:  # the token could not be minted
         print(f"condor_cloud: {err}", file=sys.stderr)
         return 1
     if args.json:

@@ -124,7 +124,8 @@ KNOBS: Tuple[ContextKnob, ...] = (
                 "of providers that need a region).", False),
     ContextKnob("ZONE", "unknown", "str", "→ `CloudZone` of the nodes.", False),
     ContextKnob("INTERRUPTIBLE", "false", "bool",
-                "→ `CloudInterruptible`: the entry's VMs may be preempted (spot).", False),
+                "→ `CloudInterruptible`: the entry's VMs may be preempted; unset, "
+                "the entry's `SPOT` setting decides (false if it has none).", False),
     ContextKnob("IDLE_SHUTDOWN", "1200", "duration",
                 "A node unclaimed this long shuts itself down and powers off "
                 "(`CLOUD_PLUGINS_IDLE_SHUTDOWN` on the node); at least 60 s. A safety net "
@@ -347,6 +348,7 @@ def _instance_conf(ctx: InstanceContext) -> str:
     values = [
         ("CENTRAL_MANAGER", ctx.central_manager), ("PROVIDER", ctx.provider),
         ("PLATFORM", ctx.platform), ("INSTANCE_ID", ctx.instance_id),
+        ("REQUEST_ID", ctx.instance_id),
         ("INSTANCE_TYPE", ctx.instance_type), ("IMAGE", ctx.image),
         ("REGION", ctx.region), ("ZONE", ctx.zone),
         ("INTERRUPTIBLE", "True" if ctx.interruptible else "False"),
@@ -445,6 +447,12 @@ def _content_lines(content: bytes, indent: int) -> List[str]:
     return lines
 
 
+INSTANCE_ID_CONF = "/etc/condor/config.d/61-cloud-instance-id.conf"
+INSTANCE_ID_SCRIPT = ("id=$(cloud-init query v1.instance_id 2>/dev/null) && [ -n \"$id\" ] && "
+                      f"printf 'CLOUD_PLUGINS_INSTANCE_ID = %s\\n' \"$id\" > {INSTANCE_ID_CONF}"
+                      " || true")
+
+
 def render_user_data(ctx: InstanceContext) -> str:
     """The ``#cloud-config`` document of one instance (it contains the token)."""
     _check_context(ctx)
@@ -458,7 +466,10 @@ def render_user_data(ctx: InstanceContext) -> str:
                 f"    permissions: {_q(f.permissions)}"]
         out += _content_lines(f.content, 4)
     # The image provides cvmfs and condor; nothing secret on a command line.
+    # The cloud's own instance id (from the datasource) becomes CloudInstanceID;
+    # without it the node keeps the provisioner's request id.
     out += ["runcmd:",
+            f"  - [\"sh\", \"-c\", {_q(INSTANCE_ID_SCRIPT)}]",
             "  - [\"cvmfs_config\", \"setup\"]",
             "  - [\"systemctl\", \"enable\", \"--now\", \"condor\"]"]
     return "\n".join(out) + "\n"
@@ -543,6 +554,18 @@ def _template_files(where: str, directory: str) -> Tuple[ExtraFile, ...]:
     return tuple(files)
 
 
+def entry_interruptible(entry_cfg, param: Mapping[str, str]) -> bool:
+    """``CloudInterruptible`` of the entry's nodes: the knob, else its SPOT setting."""
+    knob = f"{PREFIX}{entry_cfg.name.upper()}_INTERRUPTIBLE"
+    if str(param.get(knob) or "").strip():
+        return _knob(param, entry_cfg.name, "INTERRUPTIBLE")[1]
+    spot = str(entry_cfg.settings.get("SPOT") or "").strip()
+    try:
+        return bool(PARSERS["bool"](spot)) if spot else False
+    except ValueError as err:
+        raise ContextError(f"{PREFIX}{entry_cfg.name.upper()}_SPOT = {spot!r}: {err}") from None
+
+
 def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, token: str,
                         provisioner: Optional[str] = None) -> InstanceContext:
     """The context of one new instance of ``entry_cfg`` (a config.EntryConfig)
@@ -588,7 +611,7 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
     platform = text("PLATFORM", _WORD, "expected a word such as EC2", allow_empty=True)
     region = text("REGION", _WORD, "expected a region name")
     zone = text("ZONE", _WORD, "expected a zone name")
-    _, interruptible = get("INTERRUPTIBLE")
+    interruptible = entry_interruptible(entry_cfg, param)
     where, idle = get("IDLE_SHUTDOWN")
     if idle < 60:
         raise ContextError(f"{where} = {idle!r}: must be at least 60 seconds")

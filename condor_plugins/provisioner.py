@@ -35,7 +35,7 @@ from . import config as config_mod
 from .config import EntryConfig, ProvisionerConfig
 from .policy import fold_launches, plan as plan_cycle
 from .providers import ProviderNotFound, provider_class
-from .providers.base import (TAG_ENTRY, Provider, ProviderError, instance_tags,
+from .providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
                              owner_tags)
 from .state import (Backoff, Create, Drain, Hold, InstanceRecord, JobGroup, Launched,
                     LaunchFailed, Listing, NodeInfo, ObservedState, Phase, Plan, Terminate)
@@ -65,6 +65,7 @@ DRAIN_CHECK = 'State =!= "Claimed"'
 def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, str]):
     """The machine ad a new instance of ``entry`` would advertise (for matching)."""
     import classad2
+    from .contextualize import entry_interruptible
     s = entry.settings
     ad = classad2.ClassAd({
         "MyType": "Machine", "IsCloudNode": True, "Cpus": entry.cpus, "TotalCpus": entry.cpus,
@@ -74,7 +75,7 @@ def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, 
         "HasFileTransfer": True, "CloudProvider": entry.type, "CloudPlatform": entry.type,
         "CloudVMType": entry.instance_type or "unknown", "CloudImage": entry.image or "unknown",
         "CloudRegion": s.get("REGION", "unknown"), "CloudZone": s.get("ZONE", "unknown"),
-        "CloudInterruptible": False, "CloudProvisioner": cfg.name,
+        "CloudInterruptible": entry_interruptible(entry, param), "CloudProvisioner": cfg.name,
         "CloudProviderEntry": entry.name})
     ad["Requirements"] = classad2.ExprTree("true")
     return ad
@@ -161,6 +162,7 @@ class Provisioner:
         self.failed_cycles = 0
         self.last_plan: Optional[Plan] = None
         self._slot_ads: Dict[str, object] = {}
+        self._request_ids: Dict[str, str] = {}  # request id -> cloud instance id
         self._holds: set = set()
         self.started = time.time()
         self.last_cycle = 0.0
@@ -255,6 +257,8 @@ class Provisioner:
             iid = ad.get("CloudInstanceID")
             if not isinstance(iid, str):
                 continue
+            # A node that could not learn its cloud id advertises the request id.
+            iid = self._request_ids.get(iid, iid)
             n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False})
             if ad.get("Draining") is True or ad.get("State") == "Drained":
                 n["draining"] = True
@@ -284,8 +288,11 @@ class Provisioner:
 
     def observe(self) -> ObservedState:
         demand_ok, demand = self._observe("schedd(s)", self.demand, {})
-        nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
         listings = {e.name: self.listing(e.name) for e in self.cfg.entries}
+        for listing in listings.values():  # request id -> the cloud's instance id
+            self._request_ids.update((i.tags[TAG_REQUEST], i.id) for i in listing.instances
+                                     if i.tags.get(TAG_REQUEST, i.id) != i.id)
+        nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
         return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
                              demand=demand, demand_ok=demand_ok, listings=listings,
                              nodes=nodes, nodes_ok=nodes_ok, collector_started=started,

@@ -124,6 +124,17 @@ def condor_module(condor_base, request):
     factory.stop_all()
 
 
+@pytest.fixture(scope="module")
+def moto_url():
+    """moto's EC2 server: a real HTTP endpoint on 127.0.0.1."""
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 def worker_token(pool: PersonalPool, instance: str, domain: str | None = None) -> str:
     """A cloud worker token with the minimal authorisations."""
     if domain is None:

@@ -19,8 +19,8 @@ import pytest
 
 from condor_plugins import config, contextualize as ctxmod
 from condor_plugins.contextualize import (CmsSettings, ContextError, CvmfsSettings, ExtraFile,
-                                          InstanceContext, context_from_config, redact,
-                                          render_user_data)
+                                          INSTANCE_ID_SCRIPT, InstanceContext,
+                                          context_from_config, redact, render_user_data)
 from condor_plugins.localpool import shipped_config_dir
 
 yaml = pytest.importorskip("yaml")
@@ -185,7 +185,7 @@ def test_token_is_only_in_the_token_file(user_data):
     assert all(TOKEN.encode() not in data for path, (_, _, data) in files.items()
                if path != "/etc/condor/tokens.d/cloud-worker")
     assert TOKEN not in repr(doc["runcmd"])
-    assert doc["runcmd"] == [["cvmfs_config", "setup"],
+    assert doc["runcmd"] == [["sh", "-c", INSTANCE_ID_SCRIPT], ["cvmfs_config", "setup"],
                              ["systemctl", "enable", "--now", "condor"]]
     # Nothing but write_files and runcmd: no other module sees the token.
     assert set(doc) == {"write_files", "runcmd"}
@@ -351,6 +351,35 @@ def test_htcondor_reads_the_per_instance_values(tmp_path):
         "/usr/sbin/poweroff"]
 
 
+@pytest.mark.parametrize("datasource_id", ["i-0abc123def4567890", None])
+def test_boot_script_advertises_the_clouds_instance_id(tmp_path, datasource_id):
+    """The runcmd script puts the datasource's id in CloudInstanceID; without a
+    datasource the node keeps the request id, which CloudRequestID always has."""
+    need(CONDOR_CONFIG_VAL, "condor_config_val")
+    files = written(parse(render_user_data(make_ctx(customised_param(tmp_path)))))
+    cdir = tmp_path / "config.d"
+    cdir.mkdir()
+    for path in ("/etc/condor/config.d/50-cloud-worker.conf",
+                 "/etc/condor/config.d/60-cloud-instance.conf"):
+        (cdir / Path(path).name).write_bytes(files[path][2])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "cloud-init"
+    fake.write_text("#!/bin/sh\n[ \"$1 $2\" = 'query v1.instance_id' ] || exit 2\n"
+                    + (f"echo {datasource_id}\n" if datasource_id else "exit 1\n"))
+    fake.chmod(0o755)
+    script = INSTANCE_ID_SCRIPT.replace("/etc/condor/config.d", str(cdir))
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
+    assert subprocess.run(["sh", "-c", script], env=env, timeout=30).returncode == 0
+    (tmp_path / "condor_config").write_text(f"LOCAL_DIR = {tmp_path}\n"
+                                            f"LOCAL_CONFIG_DIR = {cdir}\n")
+    env["CONDOR_CONFIG"] = str(tmp_path / "condor_config")
+    res = subprocess.run([CONDOR_CONFIG_VAL, "CloudInstanceID", "CloudRequestID"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [f'"{datasource_id or "ec2a-0001"}"', '"ec2a-0001"']
+
+
 def test_ccb_and_poweroff_can_be_switched_off():
     files = written(parse(render_user_data(make_ctx({
         "CLOUD_PLUGINS_EC2A_CCB_ADDRESS": "none",
@@ -478,3 +507,20 @@ def test_a_real_idtoken_is_written_once_and_redacted(tmp_path):
     assert written(parse(text))["/etc/condor/tokens.d/cloud-worker"][2] == (token + "\n").encode()
     shown = redact(text)
     assert all(part not in shown for part in token.split("."))
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ({}, False), ({"CLOUD_PLUGINS_EC2A_SPOT": "true"}, True),
+    ({"CLOUD_PLUGINS_EC2A_SPOT": "true", "CLOUD_PLUGINS_EC2A_INTERRUPTIBLE": "false"}, False),
+    ({"CLOUD_PLUGINS_EC2A_INTERRUPTIBLE": "true"}, True)])
+def test_spot_entries_advertise_cloud_interruptible(extra, expected):
+    from condor_plugins.provisioner import template_ad
+    param = dict(BASE, **extra)
+    cfg = config.load(param)
+    assert make_ctx(extra).interruptible is expected
+    assert template_ad(cfg.entry("ec2a"), cfg, param)["CloudInterruptible"] is expected
+
+
+def test_bad_spot_setting_names_the_knob():
+    with pytest.raises(ContextError, match="CLOUD_PLUGINS_EC2A_SPOT"):
+        make_ctx({"CLOUD_PLUGINS_EC2A_SPOT": "maybe"})

@@ -13,15 +13,14 @@ import logging
 import socket
 import uuid
 from urllib.parse import parse_qs
-from xml.sax.saxutils import escape
 
 import pytest
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
-from botocore.awsrequest import AWSResponse  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
 
+from cloudfaults import ec2_error  # noqa: E402
 from condor_plugins.config import ConfigError  # noqa: E402
 from condor_plugins.providers import provider_class  # noqa: E402
 from condor_plugins.providers.base import (TAG_ENTRY, TAG_REQUEST, AuthError,  # noqa: E402
@@ -39,15 +38,6 @@ TOKEN = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJub2RlIn0.c2lnbmF0dXJl
 USER_DATA = ("#cloud-config\nwrite_files:\n- path: /etc/condor/tokens.d/cloud-worker\n"
              f"  permissions: '0600'\n  content: {TOKEN}\nruncmd:\n- [systemctl, start, condor]\n")
 POOL = "cm.example.org:9618"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -117,23 +107,6 @@ def described(ec2, **tags):
     filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
     return [i for r in ec2.describe_instances(Filters=filters)["Reservations"]
             for i in r["Instances"]]
-
-
-class _Raw:
-    def __init__(self, body: bytes):
-        self.body = body
-
-    def stream(self, **_):
-        yield self.body
-
-
-def ec2_error(code: str, status: int, message: str = "injected by the test") -> AWSResponse:
-    """An HTTP response as EC2 sends it for an error."""
-    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
-            f"<Code>{code}</Code><Message>{escape(message)}</Message></Error></Errors>"
-            "<RequestID>5f1c0e6a-0000-4000-8000-000000000000</RequestID></Response>")
-    return AWSResponse("https://ec2.us-east-1.amazonaws.com/", status,
-                       {"Content-Type": "text/xml;charset=UTF-8"}, _Raw(body.encode()))
 
 
 def hook(provider, operation: str, answers=(), sent=None):

@@ -9,7 +9,6 @@ the schedd's history, what runs from the provider's instance directories.
 import json
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -21,97 +20,9 @@ import pytest
 from condor_plugins.localpool import wait_for
 from condor_plugins.providers.base import InstanceState
 from condor_plugins.providers.local import LocalProvider
+from provtools import ENTRY, Prov, jobs_done, node_of, submit, token_claims, watch
 
 pytestmark = pytest.mark.integration
-
-ENTRY = "local1"
-
-
-class Prov:
-    """A provisioner for one test: config file, state dir, processes, log."""
-
-    def __init__(self, pool, base, name, **knobs):
-        self.pool = pool
-        self.dir = base / f"p-{name}"
-        self.dir.mkdir()
-        self.state_dir = base / f"n-{name}"  # short: HTCondor socket paths are limited
-        self.config = self.dir / "provisioner.conf"
-        self.log = self.dir / "provisioner.log"
-        self.name = name
-        self.procs = []
-        self.knobs = {
-            "CLOUD_PLUGINS_PROVIDERS": ENTRY,
-            "CLOUD_PLUGINS_PROVISIONER_NAME": f"prov-{name}",
-            "CLOUD_PLUGINS_POOL_NAME": "testpool",
-            "CLOUD_PLUGINS_CYCLE_INTERVAL": 1,
-            "CLOUD_PLUGINS_COLLECTOR_GRACE": 0,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_TYPE": "local",
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_CPUS": 2,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_MEMORY": 512,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_DISK": 1000,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_MAX_INSTANCES": 2,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_MAX_BOOTING": 2,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_IDLE_TIMEOUT": 8,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_JOIN_TIMEOUT": 120,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_DRAIN_TIMEOUT": 30,
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_STATE_DIR": self.state_dir,
-            # The node's own idle shutdown is only a safety net here.
-            f"CLOUD_PLUGINS_{ENTRY.upper()}_WORKER_IDLE_SHUTDOWN": 600,
-        }
-        self.configure(**knobs)
-
-    def configure(self, **knobs):
-        self.knobs.update({(k if k.startswith("CLOUD_PLUGINS_") else
-                            f"CLOUD_PLUGINS_{ENTRY.upper()}_{k}"): v for k, v in knobs.items()})
-        lines = [f"include : {self.pool.config_path}"]
-        lines += [f"{k} = {v}" for k, v in self.knobs.items()]
-        self.config.write_text("\n".join(lines) + "\n")
-
-    def env(self, extra=None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("_CONDOR_")}
-        env.update(CONDOR_CONFIG=str(self.config), PYTHONPATH=":".join(sys.path))
-        env.pop("CONDOR_INHERIT", None)
-        env.update(extra or {})
-        return env
-
-    def once(self, extra_env=None):
-        with open(self.log, "a") as log:
-            res = subprocess.run([sys.executable, "-m", "condor_plugins.provisioner", "--once"],
-                                 env=self.env(extra_env), stdout=log, stderr=log, timeout=120,
-                                 cwd=self.dir)
-        return res.returncode
-
-    def start(self):
-        log = open(self.log, "a")
-        proc = subprocess.Popen([sys.executable, "-m", "condor_plugins.provisioner"],
-                                env=self.env(), stdout=log, stderr=log, cwd=self.dir)
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc, sig=signal.SIGTERM, timeout=60):
-        proc.send_signal(sig)
-        return proc.wait(timeout)
-
-    def provider(self):
-        return LocalProvider(ENTRY, {"STATE_DIR": str(self.state_dir)})
-
-    def running(self):
-        return [i.id for i in self.provider().list({}) if i.state is InstanceState.RUNNING]
-
-    def instances(self):
-        return [i.id for i in self.provider().list({})]
-
-    def log_text(self):
-        return self.log.read_text() if self.log.exists() else ""
-
-    def cleanup(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        provider = self.provider()
-        provider.terminate([i.id for i in provider.list({})])
 
 
 @pytest.fixture
@@ -123,61 +34,12 @@ def site(condor, request):
 
     def make(**knobs):
         prov = Prov(pool, condor.base, f"{request.node.name[5:10]}{len(made)}{os.urandom(2).hex()}",
-                    **knobs)
+                    knobs=knobs)
         made.append(prov)
         return prov
     yield pool, make
     for prov in made:
         prov.cleanup()
-
-
-def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None):
-    tmp_path.chmod(0o777)
-    desc = {
-        "executable": "/bin/sleep", "arguments": str(seconds), "request_cpus": str(cpus),
-        "request_memory": "64", "request_disk": "1000", "should_transfer_files": "IF_NEEDED",
-        "log": str(tmp_path / "job.log"), "MY.CloudMode": '"cloud"'}
-    if requirements:
-        desc["requirements"] = requirements
-    sub = htcondor2.Submit(desc)
-    return pool.schedd().submit(sub, count=count).cluster()
-
-
-def history(pool, cluster):
-    return list(pool.schedd().history(f"ClusterId == {cluster}",
-                                      ["ProcId", "LastRemoteHost", "ExitCode", "NumJobStarts",
-                                       "JobStatus"]))
-
-
-def jobs_done(pool, cluster, count):
-    ads = [a for a in history(pool, cluster) if a.get("JobStatus") == 4]
-    return ads if len(ads) >= count else None
-
-
-def node_of(host):
-    return host.split("@")[1]  # slot1_1@local1-ab12cd34@host -> local1-ab12cd34
-
-
-def watch(prov, predicate, timeout, what, cap=2, seen=None):
-    """Wait for ``predicate`` while checking that at most ``cap`` nodes run."""
-    seen = set() if seen is None else seen
-
-    def check():
-        running = prov.running()
-        seen.update(running)
-        assert len(running) <= cap, f"{len(running)} nodes running (cap {cap}): {running}"
-        return predicate()
-    try:
-        return wait_for(check, timeout, interval=0.5, what=what)
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}\n--- provisioner log ---\n{prov.log_text()[-6000:]}") from None
-
-
-def token_claims(token):
-    """The JWT payload of an IDTOKEN (no verification: only its claims are read)."""
-    import base64
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def check_tokens(prov):

@@ -1,0 +1,261 @@
+"""End to end on EC2's API (issue 4, acceptance 2-5): provisioner -> boto3 ->
+moto's EC2 server on 127.0.0.1 -> a test hypervisor that boots each instance's
+user data as a real node -> the node joins the site pool and runs jobs ->
+scale-down terminates the instance through the API, which stops the node.
+
+Faults (a SIGKILL right after RunInstances returned, EC2 error answers) are
+injected on botocore's real code path by tests/cloudfaults.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("boto3")
+pytest.importorskip("moto.server")
+import boto3  # noqa: E402
+import htcondor2  # noqa: E402
+
+from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
+from condor_plugins.providers.base import TAG_ENTRY, TAG_PROVISIONER, TAG_REQUEST  # noqa: E402
+from hypervisor import EC2Api, Hypervisor  # noqa: E402
+from provtools import Prov, jobs_done, node_of, submit  # noqa: E402
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")]
+
+ENTRY = "ec2e"
+KEY_ID = "AKIDE2ETESTKEY0042XYZ"
+SECRET = "e2eSeCrEt/kEy+0123456789abcdefghijKLMNOP"
+FAULTS = str(Path(__file__).with_name("cloudfaults.py"))
+AWS_ENV = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+           "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost"}
+
+
+@pytest.fixture
+def aws(monkeypatch, moto_url):
+    """Credentials in the environment only (for the provisioner and the hypervisor)."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2",
+                 "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_url)
+    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    yield client, image
+    client.close()
+
+
+@pytest.fixture
+def site(condor, request, aws, moto_url):
+    pool = condor.site_pool("ec2e", extra_config=(
+        "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
+        "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
+    made = []
+
+    def make(command=None, **knobs):
+        name = f"{request.node.name[5:9]}{len(made)}{os.urandom(2).hex()}"
+        settings = {"TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1",
+                    "IMAGE": aws[1], "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, **knobs}
+        prov = Prov(pool, condor.base, name, entry=ENTRY, knobs=settings, command=command)
+        made.append(prov)
+        return prov
+    yield pool, make
+    for prov in made:
+        prov.cleanup()
+
+
+def instances(client, prov, live_only=True):
+    """id -> EC2 description of ``prov``'s instances."""
+    filters = [{"Name": f"tag:{TAG_PROVISIONER}", "Values": [f"prov-{prov.name}"]}]
+    out = {}
+    for res in client.describe_instances(Filters=filters)["Reservations"]:
+        for inst in res["Instances"]:
+            if not live_only or inst["State"]["Name"] in ("pending", "running"):
+                out[inst["InstanceId"]] = inst
+    return out
+
+
+def cmdlines():
+    out = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            out.append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
+        except OSError:
+            continue
+    return out
+
+
+def log_texts(*dirs):
+    """Every HTCondor and provisioner log under ``dirs``."""
+    out = {}
+    for d in dirs:
+        for path in Path(d).rglob("*"):
+            if path.is_file() and ("/log/" in str(path) or path.suffix == ".log"):
+                out[str(path)] = path.read_text(errors="replace")
+    return out
+
+
+def cli(prov, *args):
+    res = subprocess.run([sys.executable, "-m", "condor_plugins.cli", *args], env=prov.env(),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout + res.stderr
+
+
+def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, moto_url,
+                                                                   condor, tmp_path):
+    pool, make = site
+    client, _ = aws
+    prov = make()
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
+                    condor.base / f"hv-{prov.name}").start()
+    try:
+        cluster = submit(pool, tmp_path, 3, 10)
+        proc = prov.start()
+        seen_cmdlines = []
+
+        def done():
+            seen_cmdlines.extend(cmdlines())
+            assert not hv.errors, hv.errors
+            return jobs_done(pool, cluster, 3)
+        ads = wait_for(done, 180, interval=1, what="3 jobs done on EC2 nodes")
+        launched = instances(client, prov, live_only=False)
+        assert 1 <= len(launched) <= 2, launched
+        # Each instance: the provisioner's tags, booted by the hypervisor from its user data.
+        for iid, inst in launched.items():
+            tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+            assert tags[TAG_ENTRY] == ENTRY and tags[TAG_REQUEST].startswith(f"{ENTRY}-")
+            assert hv.user_data[iid].startswith("#cloud-config")
+        # Jobs ran on the EC2 nodes, which advertise the cloud's instance id.
+        assert all(a["ExitCode"] == 0 for a in ads)
+        assert {node_of(a["LastRemoteHost"]) for a in ads} <= set(launched)
+        # The status and the userdata command show no secret (checked below).
+        status = cli(prov, "status") + cli(prov, "status", "--json")
+        assert all(iid in status for iid in launched)
+        userdata = cli(prov, "userdata", ENTRY)
+        # Scale-down: drained, terminated through the API, and the hypervisor stops the node.
+        wait_for(lambda: not instances(client, prov), 120, interval=1,
+                 what="every EC2 instance terminated")
+        wait_for(lambda: set(hv.stopped) == set(launched) and not hv.running(), 60,
+                 what="every node stopped")
+        assert not processes_using(str(hv.state_dir))
+        assert prov.stop(proc) == 0
+        text = prov.log_text()
+        assert "Created i-" in text and "Terminated i-" in text and "Draining i-" in text
+        assert not hv.powered_off  # the provisioner retired them, not their idle shutdown
+        # Secrets: no token and no AWS secret in any log, status output or command line.
+        tokens = hv.tokens()
+        assert len(tokens) == len(launched)
+        texts = log_texts(prov.dir, pool.workdir, hv.state_dir)
+        texts.update(status=status, userdata=userdata, cmdlines="\n".join(seen_cmdlines))
+        assert len(texts) > 10
+        for name, body in texts.items():
+            for secret in tokens + [SECRET]:
+                assert secret not in body, f"a secret in {name}"
+        assert "<redacted>" in userdata
+    finally:
+        hv.stop()
+
+
+def test_userdata_command_shows_secrets_only_when_asked(site, aws, tmp_path):
+    pool, make = site
+    prov = make()
+    shown = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "userdata", ENTRY,
+                            "--show-secrets"], env=prov.env(), capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "live worker token" in shown.stderr
+    assert shown.stdout.startswith("#cloud-config") and "eyJ" in shown.stdout
+    hidden = cli(prov, "userdata", ENTRY, "--instance-id", "ec2e-look")
+    assert "eyJ" not in hidden and "ec2e-look" in hidden
+    for doc in (shown.stdout, hidden):
+        path = tmp_path / "doc.yaml"
+        path.write_text(doc)
+        res = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+    bad = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "userdata", "nosuch"],
+                         env=prov.env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "no provider entry 'nosuch'" in bad.stderr
+
+
+def test_sigkill_after_run_instances_then_restart_launches_exactly_the_request(
+        site, aws, tmp_path):
+    """Killed after RunInstances returned, before recording it: the restarted
+    provisioner adopts the instance from the tag listing and tops up to the
+    request; never a duplicate."""
+    pool, make = site
+    client, _ = aws
+    faults = {"kill_after": "RunInstances", "marker": str(tmp_path / "killed"),
+              "calls": str(tmp_path / "calls")}
+    prov = make(command=[sys.executable, FAULTS], JOIN_TIMEOUT=300)
+    prov.extra_env["CP_TEST_FAULTS"] = json.dumps(faults)
+    submit(pool, tmp_path, 4, 60)  # 4 one-core jobs on 2-core VMs: 2 instances
+    first = prov.start()
+    assert first.wait(60) == -signal.SIGKILL
+    assert len(instances(client, prov)) == 1  # launched, never recorded
+    state = prov.pool.workdir / "spool" / "cloud_plugins" / "provisioner-state.json"
+    assert not state.exists() or not json.loads(state.read_text())["records"]
+    second = prov.start()
+    wait_for(lambda: "adopted" in prov.log_text() and len(instances(client, prov)) == 2, 60,
+             what="the orphan adopted and one more launched")
+    time.sleep(5)  # several more cycles: still exactly two
+    assert len(instances(client, prov)) == 2
+    assert open(faults["calls"]).read().split().count("RunInstances") == 2
+    assert prov.stop(second) == 0
+
+
+@pytest.mark.parametrize("code, status, kind", [
+    ("InsufficientInstanceCapacity", 500, "capacity"),
+    ("InstanceLimitExceeded", 400, "quota")])
+def test_capacity_and_quota_errors_back_off_without_crashing(site, aws, tmp_path,
+                                                             code, status, kind):
+    pool, make = site
+    client, _ = aws
+    faults = {"errors": {"RunInstances": [code, status]}, "calls": str(tmp_path / "calls")}
+    prov = make(command=[sys.executable, FAULTS])
+    prov.extra_env["CP_TEST_FAULTS"] = json.dumps(faults)
+    submit(pool, tmp_path, 2, 60)
+    proc = prov.start()
+    wait_for(lambda: f"failed ({kind})" in prov.log_text(), 60, what=f"the {kind} error")
+    time.sleep(6)  # cycles every second: backoff, not a retry per cycle
+    assert proc.poll() is None, prov.log_text()
+    calls = open(faults["calls"]).read().split()
+    assert calls.count("RunInstances") == 1 and calls.count("DescribeInstances") >= 5
+    text = prov.log_text()
+    assert "Traceback" not in text and code in text and "backing off" in text
+    assert not instances(client, prov)
+    assert prov.stop(proc) == 0
+
+
+def test_auth_errors_give_one_clear_line_per_cycle(site, aws, tmp_path):
+    pool, make = site
+    faults = {"errors": {op: ["AuthFailure", 401] for op in
+                         ("DescribeInstances", "RunInstances", "TerminateInstances")},
+              "calls": str(tmp_path / "calls")}
+    prov = make(command=[sys.executable, FAULTS])
+    prov.extra_env["CP_TEST_FAULTS"] = json.dumps(faults)
+    submit(pool, tmp_path, 2, 60)
+    proc = prov.start()
+    time.sleep(8)
+    assert proc.poll() is None, prov.log_text()
+    calls = open(faults["calls"]).read().split()
+    lines = [ln for ln in prov.log_text().splitlines() if "AuthFailure" in ln]
+    cycles = calls.count("DescribeInstances")
+    assert cycles >= 4 and "RunInstances" not in calls  # unknown state: hold, never launch
+    assert cycles - 1 <= len(lines) <= cycles + 1, lines
+    assert all("credentials" in ln and SECRET not in ln and KEY_ID not in ln for ln in lines)
+    assert "Traceback" not in prov.log_text()
+    assert prov.stop(proc) == 0
