@@ -135,6 +135,10 @@ KNOBS: Tuple[ContextKnob, ...] = (
     ContextKnob("POWEROFF_SCRIPT", "/sbin/poweroff", "str",
                 "Run on the node when HTCondor exits after an idle shutdown "
                 "(`CLOUD_PLUGINS_POWEROFF_SCRIPT`). `none`: just stop HTCondor.", False),
+    ContextKnob("PROTECT_METADATA", "true", "bool",
+                "Firewall the cloud's metadata service (169.254.169.254, which serves "
+                "the user data and so the node's token) from every process but root's, "
+                "so jobs cannot read it. Needs iptables on the image.", True),
     ContextKnob("CCB_ADDRESS", "", "str",
                 "CCB broker of the nodes. Empty: the central manager (NAT-safe); `none`: "
                 "no CCB (VMs with addresses the schedds can reach).", False),
@@ -212,6 +216,8 @@ class InstanceContext:
     shutdown_grace: int = 60
     #: Empty: no power-off, HTCondor just stops.
     poweroff_script: str = "/sbin/poweroff"
+    #: Firewall the metadata service (it serves the token) from non-root processes.
+    protect_metadata: bool = True
     #: None: the worker fragment's default (the central manager); empty: no CCB.
     ccb_address: Optional[str] = None
     cvmfs: CvmfsSettings = field(default_factory=CvmfsSettings)
@@ -452,6 +458,11 @@ INSTANCE_ID_SCRIPT = ("id=$(cloud-init query v1.instance_id 2>/dev/null) && [ -n
                       f"printf 'CLOUD_PLUGINS_INSTANCE_ID = %s\\n' \"$id\" > {INSTANCE_ID_CONF}"
                       " || true")
 
+PROTECT_METADATA_SCRIPT = (
+    "iptables -w -I OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT || "
+    "echo 'condor_plugins: cannot firewall the metadata service: jobs can read the "
+    "user data' >&2")
+
 
 def render_user_data(ctx: InstanceContext) -> str:
     """The ``#cloud-config`` document of one instance (it contains the token)."""
@@ -468,6 +479,8 @@ def render_user_data(ctx: InstanceContext) -> str:
     # The image provides cvmfs and condor; nothing secret on a command line.
     # The cloud's own instance id (from the datasource) becomes CloudInstanceID;
     # without it the node keeps the provisioner's request id.
+    if ctx.protect_metadata:  # bootcmd: early in every boot, before any service
+        out += ["bootcmd:", f"  - [\"sh\", \"-c\", {_q(PROTECT_METADATA_SCRIPT)}]"]
     out += ["runcmd:",
             f"  - [\"sh\", \"-c\", {_q(INSTANCE_ID_SCRIPT)}]",
             "  - [\"cvmfs_config\", \"setup\"]",
@@ -616,6 +629,7 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
     if idle < 60:
         raise ContextError(f"{where} = {idle!r}: must be at least 60 seconds")
     _, grace = get("SHUTDOWN_GRACE")
+    _, protect_metadata = get("PROTECT_METADATA")
     where, poweroff = get("POWEROFF_SCRIPT")
     if poweroff.lower() == "none":
         poweroff = ""
@@ -653,7 +667,7 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
         image=plain("IMAGE", entry_cfg.image), region=region, zone=zone,
         interruptible=interruptible,
         provisioner=provisioner, entry=entry, idle_shutdown=idle, shutdown_grace=grace,
-        poweroff_script=poweroff, ccb_address=ccb,
+        poweroff_script=poweroff, ccb_address=ccb, protect_metadata=protect_metadata,
         cvmfs=CvmfsSettings(tuple(repos), proxy, quota),
         cms=CmsSettings(site, protocol, command, sd),
         extra_files=extra)

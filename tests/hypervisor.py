@@ -60,14 +60,19 @@ class Hypervisor:
     """Boots and stops local nodes following ``api`` (see EC2Api for its methods)."""
 
     def __init__(self, api, state_dir: Path, cpus: int = 2, memory_mb: int = 512,
-                 poll: float = 0.5, worker: Optional[Mapping[str, str]] = None):
+                 poll: float = 0.5, worker: Optional[Mapping[str, str]] = None,
+                 datasource: bool = True):
+        """``datasource`` False: nodes cannot learn their cloud id (they keep the
+        provisioner's request id as CloudInstanceID)."""
         self.api = api
         self.state_dir = Path(state_dir)
         self.spec = InstanceSpec("hv", "hv.node", "hv-image", cpus, memory_mb, 1000)
         self.poll = poll
         self.worker = dict(worker or {})
+        self.datasource = datasource
         self.booted: Dict[str, LocalProvider] = {}   # id -> the provider running it
         self.user_data: Dict[str, str] = {}          # id -> what it booted from
+        self.node_ids: Dict[str, str] = {}           # id -> the local node's id
         self.stopped: List[str] = []
         self.powered_off: List[str] = []
         self.errors: List[str] = []
@@ -95,7 +100,7 @@ class Hypervisor:
             if iid in self.stopped:
                 continue
             if states.get(iid, "gone") == "gone":
-                provider.terminate([iid])
+                provider.terminate([self.node_ids.get(iid, iid)])
                 self.stopped.append(iid)
             elif self._state(iid) in (None, InstanceState.TERMINATED):
                 self.api.powered_off(iid)          # the node shut itself down
@@ -103,18 +108,22 @@ class Hypervisor:
                 self.stopped.append(iid)
 
     def _state(self, iid: str) -> Optional[InstanceState]:
-        found = [i.state for i in self.booted[iid].list({}) if i.id == iid]
+        node = self.node_ids.get(iid, iid)
+        found = [i.state for i in self.booted[iid].list({}) if i.id == node]
         return found[0] if found else None
 
     def _boot(self, iid: str) -> None:
         text = self.api.user_data(iid)
         # The node learns its id from the "datasource", as on a real cloud.
-        settings = {"STATE_DIR": str(self.state_dir), "WORKER_INSTANCE_ID": iid,
+        settings = {"STATE_DIR": str(self.state_dir),
                     **{f"WORKER_{k}": v for k, v in self.worker.items()}}
+        if self.datasource:
+            settings["WORKER_INSTANCE_ID"] = iid
         provider = LocalProvider("hv", settings)
         self.booted[iid] = provider
         self.user_data[iid] = text
-        provider.create(self.spec, 1, {}, text, request_token=iid)
+        [node] = provider.create(self.spec, 1, {}, text, request_token=iid)
+        self.node_ids[iid] = node.id
 
     def wait_booted(self, count: int, timeout: float = 60) -> List[str]:
         deadline = time.monotonic() + timeout
@@ -141,5 +150,5 @@ class Hypervisor:
         if self._thread.is_alive():
             self._thread.join(30)
         for iid, provider in self.booted.items():
-            provider.terminate([iid])
+            provider.terminate([self.node_ids.get(iid, iid)])
         self.api.close()

@@ -19,7 +19,8 @@ import pytest
 
 from condor_plugins import config, contextualize as ctxmod
 from condor_plugins.contextualize import (CmsSettings, ContextError, CvmfsSettings, ExtraFile,
-                                          INSTANCE_ID_SCRIPT, InstanceContext,
+                                          INSTANCE_ID_SCRIPT, PROTECT_METADATA_SCRIPT,
+                                          InstanceContext,
                                           context_from_config, redact, render_user_data)
 from condor_plugins.localpool import shipped_config_dir
 
@@ -187,8 +188,10 @@ def test_token_is_only_in_the_token_file(user_data):
     assert TOKEN not in repr(doc["runcmd"])
     assert doc["runcmd"] == [["sh", "-c", INSTANCE_ID_SCRIPT], ["cvmfs_config", "setup"],
                              ["systemctl", "enable", "--now", "condor"]]
-    # Nothing but write_files and runcmd: no other module sees the token.
-    assert set(doc) == {"write_files", "runcmd"}
+    # Nothing but write_files, bootcmd and runcmd: no other module sees the token.
+    assert set(doc) == {"write_files", "bootcmd", "runcmd"}
+    assert doc["bootcmd"] == [["sh", "-c", PROTECT_METADATA_SCRIPT]]
+    assert "169.254.169.254" in PROTECT_METADATA_SCRIPT
 
 
 def test_redact_removes_the_token_and_other_secrets(tmp_path):
@@ -378,6 +381,11 @@ def test_boot_script_advertises_the_clouds_instance_id(tmp_path, datasource_id):
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [f'"{datasource_id or "ec2a-0001"}"', '"ec2a-0001"']
+
+
+def test_metadata_firewall_can_be_switched_off():
+    doc = parse(render_user_data(make_ctx({"CLOUD_PLUGINS_PROTECT_METADATA": "false"})))
+    assert "bootcmd" not in doc
 
 
 def test_ccb_and_poweroff_can_be_switched_off():

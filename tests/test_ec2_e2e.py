@@ -22,7 +22,6 @@ import pytest
 pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 import boto3  # noqa: E402
-import htcondor2  # noqa: E402
 
 from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_ENTRY, TAG_PROVISIONER, TAG_REQUEST  # noqa: E402
@@ -114,13 +113,16 @@ def cli(prov, *args):
     return res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("datasource", [True, False], ids=["cloud-id", "request-id"])
 def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, moto_url,
-                                                                   condor, tmp_path):
+                                                                   condor, tmp_path, datasource):
+    """``request-id``: the nodes cannot learn their EC2 id and advertise the
+    provisioner's request id; the provisioner matches them by their tag."""
     pool, make = site
     client, _ = aws
     prov = make()
     hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
-                    condor.base / f"hv-{prov.name}").start()
+                    condor.base / f"hv-{prov.name}", datasource=datasource).start()
     try:
         cluster = submit(pool, tmp_path, 3, 10)
         proc = prov.start()
@@ -140,7 +142,9 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
             assert hv.user_data[iid].startswith("#cloud-config")
         # Jobs ran on the EC2 nodes, which advertise the cloud's instance id.
         assert all(a["ExitCode"] == 0 for a in ads)
-        assert {node_of(a["LastRemoteHost"]) for a in ads} <= set(launched)
+        assert {node_of(a["LastRemoteHost"]) for a in ads} <= set(hv.node_ids.values())
+        assert set(hv.node_ids) == set(launched)
+        assert all((node == iid) is datasource for iid, node in hv.node_ids.items())
         # The status and the userdata command show no secret (checked below).
         status = cli(prov, "status") + cli(prov, "status", "--json")
         assert all(iid in status for iid in launched)

@@ -145,10 +145,15 @@ def test_create_with_tags_user_data_and_network_settings(make, ec2, spec, prov, 
     provider = make(SUBNET_ID=subnet, SECURITY_GROUP_IDS=", ".join(groups),
                     KEY_NAME=f"key-{prov}", INSTANCE_PROFILE=f"worker-{prov}")
     tags, token = request(prov)
+    sent = hook(provider, "RunInstances")
 
     started = provider.create(spec, 2, tags, USER_DATA, token)
 
     assert len(started) == 2 and len({i.id for i in started}) == 2
+    # IMDSv2 only, one hop (moto does not echo MetadataOptions: read the request).
+    assert {k: v for k, v in params(sent[0]).items() if k.startswith("MetadataOptions.")} == {
+        "MetadataOptions.HttpTokens": "required", "MetadataOptions.HttpPutResponseHopLimit": "1",
+        "MetadataOptions.HttpEndpoint": "enabled"}
     for inst in started:
         assert inst.id.startswith("i-") and inst.entry == "ec2east"
         assert inst.state in (InstanceState.PENDING, InstanceState.RUNNING)

@@ -22,7 +22,10 @@ MAX_ATTEMPTS       3            Attempts per API call (botocore retries throttli
 
 Instances get the provisioner's tags plus ``Name`` (instance and volumes),
 ``InstanceInitiatedShutdownBehavior=terminate`` (the idle shutdown's poweroff must end
-the billing) and a ``ClientToken`` from the request token, so a retried RunInstances
+the billing), IMDSv2 with a hop limit of 1 (the metadata service, which
+serves the user data and so the node's token, is out of reach of containers;
+contextualisation also firewalls it from non-root processes) and a
+``ClientToken`` from the request token, so a retried RunInstances
 cannot launch twice; a create whose request token already has instances returns them
 (for clouds that ignore ClientToken).  A stopped instance is listed as ERROR, so the
 provisioner terminates it.  Messages hold no credentials or user data; botocore's DEBUG
@@ -118,6 +121,9 @@ class EC2Provider(Provider):
         profile, zone, groups = (s.get(k) for k in ("INSTANCE_PROFILE", "ZONE",
                                                      "SECURITY_GROUP_IDS"))
         opts = {"InstanceInitiatedShutdownBehavior": "terminate", "SubnetId": s.get("SUBNET_ID"),
+                # IMDSv2 only, one hop: containers (job sandboxes) cannot reach it.
+                "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
+                                    "HttpEndpoint": "enabled"},
                 "KeyName": s.get("KEY_NAME"),
                 "SecurityGroupIds": list(PARSERS["list"](groups)) if groups else None,
                 "IamInstanceProfile": profile and {
