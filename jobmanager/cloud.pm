@@ -83,18 +83,57 @@ sub new
 {
     my $proto = shift;
     my $class = ref($proto) || $proto;
+    my $description = $_[0];
     my $settings = $class->cloud_settings();
 
     # For condor_submit (through the wrapper) and condor_rm alike.
     $ENV{CONDOR_CONFIG} = $settings->{condor_config} if $settings->{condor_config};
+
+    # condor.pm's new() creates the job's HTCondor log (condor.<id>, in the job
+    # state directory the C job manager names in GLOBUS_SPOOL_DIR) for every
+    # script command. The C job manager removes it for its own type "condor"
+    # only: remember whether this object made it (see DESTROY).
+    my $existed = 1;
+    if ($ENV{GLOBUS_SPOOL_DIR} && ref($description))
+    {
+        $existed = -e "$ENV{GLOBUS_SPOOL_DIR}/condor." . $description->uniq_id();
+    }
     my $self = $class->SUPER::new(@_);
     $self->{cloud} = $settings;
+    $self->{cloud_made_log} = !$existed;
     return $self;
+}
+
+# A log this object made for a job that was not queued (a refused submit,
+# or any command for a job that has ended) is removed again.
+sub DESTROY
+{
+    my $self = shift;
+    my $log = $self->{condor_logfile};
+
+    if ($self->{cloud_made_log} && defined($log) && -z $log)
+    {
+        unlink($log);
+    }
 }
 
 sub submit
 {
     my $self = shift;
+    my $result = $self->cloud_submit(@_);
+
+    if (ref($result) ne 'HASH' || !$result->{JOB_ID})
+    {
+        # Nothing was queued: no HTCondor log to keep (condor.pm's new()
+        # creates it for every job).
+        unlink($self->{condor_logfile});
+    }
+    return $result;
+}
+
+sub cloud_submit
+{
+    my ($self, @args) = @_;
     my $description = $self->{JobDescription};
     my ($type, $wrapper, $mode, $error) = @{$self->{cloud}}{qw(type wrapper mode error)};
 
@@ -139,13 +178,13 @@ sub submit
     {
         no warnings 'redefine';
         local *IPC::Open3::open3 = sub {
-            my ($in, $out, $err, $command, @args) = @_;
+            my ($in, $out, $err, $command, @rest) = @_;
             $wrapped++;
             $self->log("jobmanager-$type: running $wrapper --mode $mode"
                        . " in place of $command");
-            return $open3->($in, $out, $err, $wrapper, '--mode', $mode, @args);
+            return $open3->($in, $out, $err, $wrapper, '--mode', $mode, @rest);
         };
-        $result = $self->SUPER::submit(@_);
+        $result = $self->SUPER::submit(@args);
     }
 
     if (!$wrapped && ref($result) eq 'HASH' && $result->{JOB_ID})
@@ -162,18 +201,63 @@ sub submit
     return $result;
 }
 
+sub cancel
+{
+    my $self = shift;
+    my $result = $self->SUPER::cancel(@_);
+
+    if (ref($result) eq 'HASH')   # condor_rm succeeded: the job is gone
+    {
+        unlink($self->{condor_logfile});
+    }
+    return $result;
+}
+
+# condor.pm's poll() reads the job's XML user log line by line and takes
+# every "<c>" for the start of an event. HTCondor >= 9 nests an ad in the
+# execute event (ExecuteProps), so condor.pm never counts an execute event and
+# the job stays PENDING until it is DONE. Give it the log without the nested
+# ads: the state logic stays condor.pm's.
 sub poll
 {
     my $self = shift;
-    my $result = $self->SUPER::poll(@_);
+    my $log = $self->{condor_logfile};
+    my $result;
 
-    # The job's HTCondor user log (condor.<id> in the job state directory):
-    # the C job manager deletes it for its own type "condor" only.
+    if (open(my $in, '<', $log))
+    {
+        my $flat = $self->job_dir() . '/condor_log_events';
+        open(my $out, '>', $flat)
+            or return $self->SUPER::poll(@_);
+        my $depth = 0;
+        while (my $line = <$in>)
+        {
+            my $max = $depth;
+            while ($line =~ m{<(/?)c>}g)
+            {
+                $depth += $1 ? -1 : 1;
+                $max = $depth if $depth > $max;
+            }
+            print $out $line if $max <= 1;
+        }
+        close($in);
+        close($out);
+        local $self->{condor_logfile} = $flat;
+        $result = $self->SUPER::poll(@_);
+        unlink($flat);
+    }
+    else
+    {
+        $result = $self->SUPER::poll(@_);
+    }
+
+    # The job's HTCondor log (condor.<id> in the job state directory): the
+    # C job manager deletes it for its own type "condor" only.
     if (ref($result) eq 'HASH' && defined($result->{JOB_STATE})
         && ($result->{JOB_STATE} == Globus::GRAM::JobState::DONE
             || $result->{JOB_STATE} == Globus::GRAM::JobState::FAILED))
     {
-        unlink($self->{condor_logfile});
+        unlink($log);
     }
     return $result;
 }

@@ -181,7 +181,7 @@ class GramSite:
             "-globus-toolkit-version 6.2\n"
             f"-home {prefix}\n"
             f"-log-pattern {self.root}/log/gram_$(LOGNAME).log\n"
-            "-log-levels FATAL|ERROR|WARN|INFO|DEBUG|TRACE\n"
+            "-log-levels FATAL|ERROR|WARN|INFO|DEBUG\n"
             f"-state-file-dir {self.root}/state\n"
             f"-x509-cert-dir {self.certdir}\n")
         services = self.root / "grid-services"
