@@ -1,0 +1,167 @@
+"""A separate cloud pool (issue 6): the site schedd's condor_job_router turns
+cloud jobs into Condor-C jobs to the cloud pool's schedd, whose provisioner
+starts the nodes.  Two real pools, a real job router, real Condor-C.
+
+Both ways of routing run the same tests: ``native`` (a route in the ClassAd
+transform language) and ``hook`` (the Python JobRouter hooks).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import htcondor2
+import pytest
+
+from condor_plugins.localpool import shipped_config_dir, wait_for
+from conftest import worker_token
+from provtools import Prov
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+HOOKS = ("translate", "update", "finalize", "cleanup")
+FAST_GRID = """
+JOB_ROUTER_POLLING_PERIOD = 2
+JOB_ROUTER_DEFAULT_MAX_IDLE_JOBS_PER_ROUTE = 50
+CONDOR_JOB_POLL_INTERVAL = 3
+GRIDMANAGER_JOB_PROBE_INTERVAL = 3
+C_GAHP_CONTACT_SCHEDD_DELAY = 1
+GRIDMANAGER_MAX_PENDING_REQUESTS = 50
+JOB_ROUTER_DEBUG = D_FULLDEBUG
+"""
+
+
+def hook_dir(base: Path) -> Path:
+    """Launchers of the hooks, as the RPM installs them in $(LIBEXEC)."""
+    d = base / "hooks"
+    d.mkdir(exist_ok=True)
+    for name in HOOKS:
+        path = d / f"condor_cloud_route_{name}"
+        path.write_text(f"#!{sys.executable} -s\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+                        f"from condor_plugins.router_hooks import {name}_main\n"
+                        f"sys.exit({name}_main())\n")
+        path.chmod(0o755)
+    return d
+
+
+class Topology:
+    """Site pool (schedd + job router + one plain node) and cloud pool."""
+
+    def __init__(self, condor, mode, site_extra="", plain_node=True):
+        self.condor = condor
+        self.cloud = condor.site_pool("cloud", extra_config=(
+            "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"))
+        cloud_schedd = self.cloud.collector().locate(htcondor2.DaemonType.Schedd)["Name"]
+        self.site = condor.site_pool(
+            "site", include_extra=[shipped_config_dir() / "40-cloud-route.conf"],
+            extra_config=(
+                "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"
+                "CLOUD_PLUGINS_ROUTE_TO_CLOUD_POOL = True\n"
+                f"CLOUD_PLUGINS_CLOUD_POOL_COLLECTOR = {self.cloud.collector_address}\n"
+                f"CLOUD_PLUGINS_CLOUD_POOL_SCHEDD = {cloud_schedd}\n"
+                f"CLOUD_PLUGINS_ROUTE_WITH = {mode}\n"
+                f"CLOUD_PLUGINS_HOOK_DIR = {hook_dir(condor.base)}\n" + FAST_GRID + site_extra))
+        if plain_node:
+            self.plain = condor.node(self.site, "plain", cpus=1)
+        wait_for(self.router_pid, 60, what="condor_job_router running")
+
+    def router_pid(self):
+        for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                env = open(f"/proc/{pid}/environ", "rb").read()
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"condor_job_router") and \
+                    f"CONDOR_CONFIG={self.site.config_path}".encode() in env:
+                return int(pid)
+        return None
+
+    def cloud_node(self, name="cnode"):
+        return self.condor.node(self.cloud, name, cloud=True, token=worker_token(self.cloud, name))
+
+    def router_log(self):
+        path = self.site.workdir / "log" / "JobRouterLog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def submit(pool, tmp_path, mode, seconds=1, exit_code=0, count=1, **extra):
+    tmp_path.chmod(0o777)
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/sh\necho \"ran on $(hostname) as $$\"\nsleep {seconds}\n"
+                      f"exit {exit_code}\n")
+    script.chmod(0o755)
+    desc = {"executable": str(script), "output": str(tmp_path / "out.$(Process)"),
+            "error": str(tmp_path / "err.$(Process)"), "log": str(tmp_path / "job.log"),
+            "should_transfer_files": "YES", "when_to_transfer_output": "ON_EXIT",
+            "request_cpus": "1", "request_memory": "64", "request_disk": "1000",
+            "MY.CloudMode": f'"{mode}"', **extra}
+    return pool.schedd().submit(htcondor2.Submit(desc), count=count).cluster()
+
+
+def source_jobs(pool, cluster, attrs=("JobStatus", "ExitCode", "RoutedToJobId", "LastRemoteHost",
+                                      "CloudGridJobId", "ProcId")):
+    done = list(pool.schedd().history(f"ClusterId == {cluster}", list(attrs)))
+    queued = list(pool.schedd().query(f"ClusterId == {cluster}", list(attrs)))
+    return done, queued
+
+
+def routed_copies(pool, cluster):
+    """Routed copies (grid universe) of the source jobs of ``cluster``, queue and history."""
+    constraint = f'RoutedFromJobId =?= "{cluster}.0"'
+    attrs = ["ClusterId", "JobStatus", "GridJobId", "GridResource", "Remote_Requirements",
+             "CloudRoutedBy"]
+    return (list(pool.schedd().query(constraint, attrs)) +
+            list(pool.schedd().history(constraint, attrs)))
+
+
+def cloud_jobs(cloud):
+    attrs = ["ClusterId", "JobStatus", "Requirements", "LastRemoteHost", "RoutedFromJobId",
+             "GlobalJobId"]
+    return list(cloud.schedd().query("true", attrs)) + list(cloud.schedd().history("true", attrs))
+
+
+@pytest.mark.parametrize("mode", ["native", "hook"])
+def test_cloud_job_runs_on_a_provisioned_node_and_local_job_never_routes(condor, tmp_path, mode):
+    topo = Topology(condor, mode)
+    prov = Prov(topo.cloud, condor.base, f"cp{mode[0]}{os.urandom(2).hex()}",
+                knobs={"IDLE_TIMEOUT": 30, "MAX_INSTANCES": 1})
+    proc = prov.start()
+    try:
+        (tmp_path / "c").mkdir()
+        (tmp_path / "l").mkdir()
+        cloud_cluster = submit(topo.site, tmp_path / "c", "cloud", seconds=2, exit_code=3)
+        local_cluster = submit(topo.site, tmp_path / "l", "local", seconds=2)
+
+        def finished(cluster):
+            done, _ = source_jobs(topo.site, cluster)
+            return done if done and done[0].get("JobStatus") == 4 else None
+        try:
+            [src] = wait_for(lambda: finished(cloud_cluster), 180, interval=1,
+                             what="the cloud job completed at the site")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{topo.router_log()[-4000:]}\n{prov.log_text()[-3000:]}")
+        # Exit code and output came back to the site.
+        assert src["ExitCode"] == 3 and src.get("RoutedToJobId")
+        assert "ran on" in (tmp_path / "c" / "out.0").read_text()
+        # It ran in the cloud pool, on a node the provisioner started.
+        [remote] = [j for j in cloud_jobs(topo.cloud) if j.get("JobStatus") == 4]
+        assert remote["LastRemoteHost"].split("@")[1].startswith("local1-")
+        assert "IsCloudNode" in str(remote["Requirements"])
+        [copy] = routed_copies(topo.site, cloud_cluster)
+        assert copy["GridResource"].startswith("condor ") and copy["GridJobId"]
+        assert copy["CloudRoutedBy"] == {"native": "route", "hook": "hook"}[mode]
+        if mode == "hook":  # the finalize hook copied where it ran back
+            assert src.get("CloudGridJobId") == copy["GridJobId"], topo.router_log()[-3000:]
+        # The local-mode job ran at the site and was never routed.
+        [loc] = wait_for(lambda: finished(local_cluster), 60, what="the local job done")
+        assert loc.get("RoutedToJobId") is None and "plain" in loc["LastRemoteHost"]
+        assert not routed_copies(topo.site, local_cluster)
+    finally:
+        prov.stop(proc)
+        prov.cleanup()
