@@ -31,7 +31,8 @@ ENTRY_POINT_GROUP = "condor_plugins.providers"
 #: Providers shipped in this package, found even when its metadata (entry
 #: points) is not installed, e.g. when run from a source tree.
 BUILTIN = {"local": "condor_plugins.providers.local:LocalProvider",
-           "ec2": "condor_plugins.providers.ec2:EC2Provider"}
+           "ec2": "condor_plugins.providers.ec2:EC2Provider",
+           "openstack": "condor_plugins.providers.openstack:OpenStackProvider"}
 
 
 class ProviderNotFound(LookupError):
