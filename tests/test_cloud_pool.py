@@ -165,3 +165,75 @@ def test_cloud_job_runs_on_a_provisioned_node_and_local_job_never_routes(condor,
     finally:
         prov.stop(proc)
         prov.cleanup()
+
+
+def test_any_mode_job_bursts_only_after_the_delay_when_the_site_is_full(condor, tmp_path):
+    topo = Topology(condor, "native", site_extra=(
+        "CLOUD_PLUGINS_ROUTE_TRANSPARENT = True\nCLOUD_PLUGINS_ROUTE_BURST_DELAY = 15\n"))
+    topo.cloud_node()
+    for d in "ab":
+        (tmp_path / d).mkdir()
+    # A: the site's only slot is free, so it runs there and is never routed.
+    first = submit(topo.site, tmp_path / "a", "any", seconds=60)
+    wait_for(lambda: [j for j in topo.site.schedd().query(f"ClusterId == {first}", ["JobStatus"])
+                      if j["JobStatus"] == 2], 60, what="job A running at the site")
+    # B: the site is full now; it waits out the burst delay, then routes.
+    second = submit(topo.site, tmp_path / "b", "any", seconds=1)
+    submitted = time.time()
+    routed = wait_for(lambda: routed_copies(topo.site, second), 90, interval=0.5,
+                      what="job B routed")
+    assert time.time() - submitted >= 15 - 1, "routed before the burst delay"
+    [src] = topo.site.schedd().query(f"ClusterId == {second}",
+                                     ["LastRejMatchTime", "EnteredCurrentStatus"])
+    assert src.get("LastRejMatchTime") is not None  # the site had no slot for it
+    assert routed[0]["GridResource"].startswith("condor ")
+    wait_for(lambda: source_jobs(topo.site, second)[0], 120, what="job B done")
+    [b] = source_jobs(topo.site, second)[0]
+    assert b["ExitCode"] == 0 and b.get("RoutedToJobId")
+    assert not routed_copies(topo.site, first)
+
+
+def test_hook_route_refuses_garbage_survives_a_router_restart_and_honours_rm(condor, tmp_path):
+    topo = Topology(condor, "hook", plain_node=False)
+    topo.cloud_node()
+    schedd = topo.site.schedd()
+    for d in ("bad", "restart", "rm"):
+        (tmp_path / d).mkdir()
+
+    # A malformed job ad: the hook refuses it, the job stays idle at the site.
+    bad = submit(topo.site, tmp_path / "bad", "cloud", hold="True")
+    schedd.edit(f"ClusterId == {bad}", "RequestCpus", '"two"')
+    schedd.act(htcondor2.JobAction.Release, f"ClusterId == {bad}")
+    wait_for(lambda: "RequestCpus = \"two\" is not a number" in topo.router_log(), 60,
+             what="the hook's refusal in JobRouterLog")
+    [job] = schedd.query(f"ClusterId == {bad}", ["JobStatus"])
+    assert job["JobStatus"] == 1 and not routed_copies(topo.site, bad)
+    line = [ln for ln in topo.router_log().splitlines() if "is not a number" in ln][0]
+    assert "condor_plugins translate hook" in line and "Traceback" not in topo.router_log()
+    schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {bad}")
+
+    # Restarting the router mid-flight: no duplicate routed or remote job.
+    job = submit(topo.site, tmp_path / "restart", "cloud", seconds=20,
+                 **{"MY.TestTag": '"restart"'})
+    wait_for(lambda: [c for c in routed_copies(topo.site, job) if c.get("GridJobId")], 60,
+             what="the job routed and submitted to the cloud pool")
+    old = topo.router_pid()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: topo.router_pid() not in (None, old), 90, what="the router restarted")
+    done = wait_for(lambda: source_jobs(topo.site, job)[0], 150, what="the job completed")
+    assert done[0]["JobStatus"] == 4 and done[0]["ExitCode"] == 0
+    assert len(routed_copies(topo.site, job)) == 1
+    tagged = list(topo.cloud.schedd().query('TestTag =?= "restart"', ["ClusterId"])) + list(
+        topo.cloud.schedd().history('TestTag =?= "restart"', ["ClusterId"]))
+    assert len(tagged) == 1, tagged
+
+    # condor_rm of the routed source job removes the remote job.
+    job = submit(topo.site, tmp_path / "rm", "cloud", seconds=600, **{"MY.TestTag": '"rm"'})
+    wait_for(lambda: list(topo.cloud.schedd().query('TestTag =?= "rm" && JobStatus == 2',
+                                                    ["ClusterId"])), 90,
+             what="the remote job running in the cloud pool")
+    schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {job}")
+    wait_for(lambda: not list(topo.cloud.schedd().query('TestTag =?= "rm"', ["ClusterId"])), 90,
+             what="the remote job removed")
+    [gone] = topo.cloud.schedd().history('TestTag =?= "rm"', ["JobStatus"])
+    assert gone["JobStatus"] == 3
