@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import htcondor2
 
@@ -14,6 +15,8 @@ from condor_plugins.providers.base import InstanceState
 from condor_plugins.providers.local import LocalProvider
 
 ENTRY = "local1"
+REPO = Path(__file__).resolve().parent.parent
+HOOKS = ("translate", "update", "finalize", "cleanup")
 
 
 class Prov:
@@ -160,3 +163,16 @@ def token_claims(token):
     import base64
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def hook_dir(base: Path) -> Path:
+    """Launchers of the hooks, as the RPM installs them in $(LIBEXEC)."""
+    d = base / "hooks"
+    d.mkdir(exist_ok=True)
+    for name in HOOKS:
+        path = d / f"condor_cloud_route_{name}"
+        path.write_text(f"#!{sys.executable} -s\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
+                        f"from condor_plugins.router_hooks import {name}_main\n"
+                        f"sys.exit({name}_main())\n")
+        path.chmod(0o755)
+    return d

@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import htcondor2
 import pytest
 
 from condor_plugins.localpool import shipped_config_dir, wait_for
 from conftest import worker_token
-from provtools import Prov
+from provtools import Prov, hook_dir
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parent.parent
-HOOKS = ("translate", "update", "finalize", "cleanup")
 FAST_GRID = """
 JOB_ROUTER_POLLING_PERIOD = 2
 JOB_ROUTER_DEFAULT_MAX_IDLE_JOBS_PER_ROUTE = 50
@@ -34,19 +30,6 @@ C_GAHP_CONTACT_SCHEDD_DELAY = 1
 GRIDMANAGER_MAX_PENDING_REQUESTS = 50
 JOB_ROUTER_DEBUG = D_FULLDEBUG
 """
-
-
-def hook_dir(base: Path) -> Path:
-    """Launchers of the hooks, as the RPM installs them in $(LIBEXEC)."""
-    d = base / "hooks"
-    d.mkdir(exist_ok=True)
-    for name in HOOKS:
-        path = d / f"condor_cloud_route_{name}"
-        path.write_text(f"#!{sys.executable} -s\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
-                        f"from condor_plugins.router_hooks import {name}_main\n"
-                        f"sys.exit({name}_main())\n")
-        path.chmod(0o755)
-    return d
 
 
 class Topology:
