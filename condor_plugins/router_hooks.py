@@ -95,8 +95,8 @@ def remote_requirements(attrs: dict, default_mode: str = "cloud") -> str:
         raise HookError(str(err)) from None
     if mode is CloudMode.LOCAL:
         raise HookError(f"job {job_id(attrs)} is a local-mode job: never routed to the cloud")
-    requirements = _value(attrs, "Requirements", "true")
-    if _unquote(_value(attrs, ATTR_CLOUD_MODE_APPLIED)) == CloudMode.CLOUD.value:
+    requirements = _value(attrs, "Requirements")
+    if requirements and _unquote(_value(attrs, ATTR_CLOUD_MODE_APPLIED)) == CloudMode.CLOUD.value:
         return requirements  # the clause is already in (the schedd transform or the wrapper)
     from .modes import merge_requirements
     try:

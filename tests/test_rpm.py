@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "packaging" / "rpm" / "condor-cloud-plugins.spec"
 BUILD = REPO / "packaging" / "rpm" / "build-rpm"
 ADMIN_FILE = "/etc/condor/config.d/99-cloud-plugins-local.conf"
+CE_ADMIN_FILE = "/etc/condor-ce/config.d/99-cloud-plugins-local.conf"
+HOOKS = [f"/usr/libexec/condor/condor_cloud_route_{h}"
+         for h in ("translate", "update", "finalize", "cleanup")]
 UNIT = "/usr/lib/systemd/system/condor-cloud-provisioner.service"
 RPMFILE_CONFIG = 1 << 0
 RPMFILE_NOREPLACE = 1 << 4
@@ -107,7 +110,10 @@ def test_paths(rpmq):
     fragments = {f"/usr/share/condor/config.d/{p.name}" for p in (REPO / "config.d").glob("*.conf")}
     assert {"/usr/share/condor/config.d/10-cloud-plugins-defaults.conf",
             "/usr/share/condor/config.d/30-cloud-provisioner.conf"} <= fragments
-    expected = modules | fragments | {
+    ce = {f"/usr/share/condor-ce/config.d/{p.name}" for p in (REPO / "config.d/ce").glob("*.conf")}
+    assert "/usr/share/condor-ce/config.d/50-cloud-routes.conf" in ce
+    expected = modules | fragments | ce | set(HOOKS) | {
+        CE_ADMIN_FILE,
         "/usr/bin/condor_submit_cloud",
         "/usr/bin/condor_cloud",
         "/usr/libexec/condor/condor_cloud_provisioner",
@@ -128,11 +134,10 @@ def test_paths(rpmq):
                            "/usr/share/condor-cloud-plugins/worker"}}
     assert not extra, f"unexpected in the RPM: {sorted(extra)}"
     assert any(f.endswith("/docs/knobs.md") for f in files)
-    # No directory that HTCondor's own package owns, and nothing for the CE yet.
+    # No directory that HTCondor's (or HTCondor-CE's) own package owns.
     for d in ("/etc/condor/config.d", "/usr/share/condor/config.d", "/usr/libexec/condor",
-              "/usr/bin", "/etc/condor-ce/config.d"):
+              "/usr/bin", "/etc/condor-ce/config.d", "/usr/share/condor-ce/config.d"):
         assert d not in files
-    assert not any(f.startswith("/etc/condor-ce") for f in files)
 
 
 def test_every_console_script_packaged(rpmq):
@@ -146,21 +151,23 @@ def test_every_console_script_packaged(rpmq):
 
 
 def test_config_noreplace(rpmq):
-    """rpm -qcp lists only the admin's file, flagged %config(noreplace); the
-    shipped defaults are not %config (an update replaces them)."""
-    assert rpmq("-c").split() == [ADMIN_FILE]
+    """rpm -qcp lists only the admin's files (HTCondor's and HTCondor-CE's),
+    flagged %config(noreplace); the shipped defaults are not %config (an
+    update replaces them)."""
+    assert sorted(rpmq("-c").split()) == sorted([ADMIN_FILE, CE_ADMIN_FILE])
     flags = {}
     for line in rpmq("--qf", "[%{FILENAMES} %{FILEFLAGS}\n]").splitlines():
         name, flag = line.rsplit(" ", 1)
         flags[name] = int(flag)
-    assert flags[ADMIN_FILE] & RPMFILE_CONFIG
-    assert flags[ADMIN_FILE] & RPMFILE_NOREPLACE
-    # rpm's own rendering: c = %config, n = noreplace.
     fflags = dict(line.rsplit(" ", 1) for line in
                   rpmq("--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]").splitlines())
-    assert set(fflags[ADMIN_FILE]) >= {"c", "n"}
+    for admin in (ADMIN_FILE, CE_ADMIN_FILE):
+        assert flags[admin] & RPMFILE_CONFIG
+        assert flags[admin] & RPMFILE_NOREPLACE
+        # rpm's own rendering: c = %config, n = noreplace.
+        assert set(fflags[admin]) >= {"c", "n"}
     for name, flag in flags.items():
-        if name != ADMIN_FILE:
+        if name not in (ADMIN_FILE, CE_ADMIN_FILE):
             assert not flag & (RPMFILE_CONFIG | RPMFILE_NOREPLACE), name
 
 
@@ -203,6 +210,16 @@ def test_payload_runs_help(payload, tmp_path, script, expect):
     assert expect in p.stdout
 
 
+def test_payload_route_hook_runs(payload, tmp_path):
+    """The translate hook from the payload's libexec routes a job ad."""
+    root, sitelib = payload
+    exe = root / HOOKS[0].lstrip("/")
+    job = ('[ Name = "CloudPoolHook"; GridResource = "condor s c" ]\n------\nClusterId = 1\n'
+           'ProcId = 0\nOwner = "u"\nJobUniverse = 5\nCmd = "/bin/true"\nCloudMode = "any"\n')
+    p = run([str(exe)], env=payload_env(sitelib), cwd=tmp_path, input=job)
+    assert "Remote_Requirements = TARGET.IsCloudNode =?= True" in p.stdout, p.stdout
+
+
 def test_payload_imports_and_entry_points(payload, tmp_path):
     """From the payload: the package and its metadata come from the extracted
     site-lib, and the provider entry points are registered."""
@@ -240,7 +257,9 @@ COLLECTOR_REQUIREMENTS = MyType =!= "Bogus"
 LOCAL_CONFIG_DIR = {dirs}
 """
 KEYS = ("DAEMON_LIST", "JOB_TRANSFORM_NAMES", "COLLECTOR_REQUIREMENTS",
-        "SUBMIT_REQUIREMENT_NAMES", "ALLOW_ADVERTISE_STARTD", "CLOUD_PROVISIONER")
+        "SUBMIT_REQUIREMENT_NAMES", "ALLOW_ADVERTISE_STARTD", "CLOUD_PROVISIONER",
+        "JOB_ROUTER_ROUTE_NAMES", "JOB_ROUTER_ROUTE_CloudPool", "CLOUDROUTE_HOOK_TRANSLATE_JOB",
+        "JOB_ROUTER_HOOK_KEYWORD")
 
 
 def config_values(tmp, name, dirs):
@@ -287,7 +306,8 @@ def test_shipped_fragments_inert(configs):
     they were."""
     without, shipped, _ = configs
     assert "SCHEDD" in words(without["DAEMON_LIST"])
-    for key in ("DAEMON_LIST", "JOB_TRANSFORM_NAMES", "SUBMIT_REQUIREMENT_NAMES"):
+    for key in ("DAEMON_LIST", "JOB_TRANSFORM_NAMES", "SUBMIT_REQUIREMENT_NAMES",
+                "JOB_ROUTER_ROUTE_NAMES", "JOB_ROUTER_HOOK_KEYWORD"):
         assert words(shipped[key]) == words(without[key]), key
     # Additive to the site's ALLOW_DAEMON (the collector still admits no worker:
     # see the next test).
@@ -331,10 +351,16 @@ def test_admin_file_enables(configs, payload):
     """Uncommenting the knobs in /etc/condor/config.d/99-cloud-plugins-local.conf
     (read after /usr/share/condor/config.d) turns the fragments on: the master
     runs the provisioner from the payload's libexec, the schedd transforms and
-    the submit requirement are in place."""
+    the submit requirement are in place, and the job router routes to the
+    cloud pool with hooks from the payload's libexec."""
     root, _ = payload
     without, _, enabled = configs
-    assert words(enabled["DAEMON_LIST"]) == words(without["DAEMON_LIST"]) + ["CLOUD_PROVISIONER"]
+    assert words(enabled["DAEMON_LIST"]) == words(without["DAEMON_LIST"]) + [
+        "CLOUD_PROVISIONER", "JOB_ROUTER"]
+    assert words(enabled["JOB_ROUTER_ROUTE_NAMES"]) == ["CloudPool"]
+    assert enabled["JOB_ROUTER_ROUTE_CloudPool"].count(
+        'GridResource = "condor cloud-schedd.example.org cloud-cm.example.org:9618"') == 1
+    assert (root / enabled["CLOUDROUTE_HOOK_TRANSLATE_JOB"].lstrip("/")).is_file()
     assert enabled["CLOUD_PROVISIONER"] == "/usr/libexec/condor/condor_cloud_provisioner"
     assert (root / enabled["CLOUD_PROVISIONER"].lstrip("/")).is_file()
     assert words(enabled["JOB_TRANSFORM_NAMES"]) == ["SiteOne", "CloudPluginsCloud",
