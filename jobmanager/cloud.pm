@@ -3,8 +3,16 @@
 #
 # It is jobmanager-condor with one difference: condor_submit is run as
 # condor_plugins' condor_submit_cloud with "--mode <mode of this type>".
-# Everything else (the submit description, poll, cancel, stdio) is
-# Globus::GRAM::JobManager::condor's own code, inherited unchanged.
+# The submit description, the job states, cancel and stdio are
+# Globus::GRAM::JobManager::condor's own code. Around it, this module only
+#  - refuses a client's condorsubmit that would leave the vanilla universe;
+#  - hands condor.pm's poll() the HTCondor log without nested ads (see poll);
+#  - removes the job's HTCondor log when the job is over, which the C job
+#    manager does for its own type "condor" only.
+# GRAM's C job manager treats "condor" specially by name (its built-in log
+# watcher, the exit-code extension): for this type it polls, calling poll()
+# every 10 s per job, as for any LRM without a SEG module (GCT has no condor
+# SEG module to give it with -seg-module).
 #
 # condor_submit_cloud ANDs the mode's clause into the job's Requirements with
 # condor_submit's APPEND_REQ_VANILLA mechanism, that is after condor_submit
@@ -89,10 +97,6 @@ sub new
     # For condor_submit (through the wrapper) and condor_rm alike.
     $ENV{CONDOR_CONFIG} = $settings->{condor_config} if $settings->{condor_config};
 
-    # condor.pm's new() creates the job's HTCondor log (condor.<id>, in the job
-    # state directory the C job manager names in GLOBUS_SPOOL_DIR) for every
-    # script command. The C job manager removes it for its own type "condor"
-    # only: remember whether this object made it (see DESTROY).
     my $existed = 1;
     if ($ENV{GLOBUS_SPOOL_DIR} && ref($description))
     {
@@ -100,21 +104,18 @@ sub new
     }
     my $self = $class->SUPER::new(@_);
     $self->{cloud} = $settings;
-    $self->{cloud_made_log} = !$existed;
-    return $self;
-}
 
-# A log this object made for a job that was not queued (a refused submit,
-# or any command for a job that has ended) is removed again.
-sub DESTROY
-{
-    my $self = shift;
-    my $log = $self->{condor_logfile};
-
-    if ($self->{cloud_made_log} && defined($log) && -z $log)
+    # condor.pm's new() creates the job's (empty) HTCondor log, condor.<id> in
+    # the job state directory the C job manager passes as GLOBUS_SPOOL_DIR,
+    # for every script command, and the C job manager removes it for its own
+    # type "condor" only. condor_submit creates it when it queues the job;
+    # for any other command a missing log means the job is over (condor.pm's
+    # poll() says DONE). So an empty log made just now goes again.
+    if (!$existed && -z $self->{condor_logfile})
     {
-        unlink($log);
+        unlink($self->{condor_logfile});
     }
+    return $self;
 }
 
 sub submit
@@ -124,9 +125,7 @@ sub submit
 
     if (ref($result) ne 'HASH' || !$result->{JOB_ID})
     {
-        # Nothing was queued: no HTCondor log to keep (condor.pm's new()
-        # creates it for every job).
-        unlink($self->{condor_logfile});
+        unlink($self->{condor_logfile});      # nothing was queued
     }
     return $result;
 }
@@ -206,9 +205,19 @@ sub cancel
     my $self = shift;
     my $result = $self->SUPER::cancel(@_);
 
-    if (ref($result) eq 'HASH')   # condor_rm succeeded: the job is gone
+    if (ref($result) eq 'HASH')   # condor_rm succeeded
     {
-        unlink($self->{condor_logfile});
+        # HTCondor logs the abort event just after condor_rm returns, and
+        # would create the log again: wait for it (a few seconds at most).
+        my $log = $self->{condor_logfile};
+        for (my $i = 0; $i < 50; $i++)
+        {
+            my $fh;
+            last if open($fh, '<', $log)
+                    && grep { m{<a n="EventTypeNumber"><i>9</i>} } <$fh>;
+            select(undef, undef, undef, 0.1);
+        }
+        unlink($log);
     }
     return $result;
 }

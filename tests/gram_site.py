@@ -250,18 +250,22 @@ class GramSite:
             raise GramError(f"{exc}\n--- site logs ---\n{self.logs()}") from None
 
     def site_processes(self) -> list[int]:
-        """PIDs that carry this site's marker: gatekeeper, job managers, scripts."""
+        """PIDs of this site: the gatekeeper and job managers (they carry the
+        site's marker in their environment) and the job managers' Perl scripts
+        (a fixed environment, but the site's prefix on their command line)."""
         want = (self.marker + "\0").encode()
+        root = str(self.root).encode()
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
                 continue
             try:
-                if want in Path(f"/proc/{entry}/environ").read_bytes():
+                if (want in Path(f"/proc/{entry}/environ").read_bytes()
+                        or root in Path(f"/proc/{entry}/cmdline").read_bytes()):
                     found.append(int(entry))
             except OSError:
                 pass
-        return found
+        return [p for p in found if not _zombie(p)]
 
     def stop(self) -> list[int]:
         """Stop the gatekeeper and every job manager it started; return what had to be killed."""

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import worker_token
 from condor_plugins.localpool import wait_for
-from gram_site import GramError, GramSite
+from gram_site import GramSite
 
 pytestmark = pytest.mark.integration
 
@@ -149,13 +149,18 @@ def test_client_requirements_cannot_override_the_cloud_clause(site, command):
 
 @pytest.mark.parametrize("command", ["universe", "'+JobUniverse'"])
 def test_client_cannot_leave_the_vanilla_universe(site, command):
-    """The clause applies to vanilla universe jobs: jobmanager-cloud refuses a
-    condorsubmit that would make a scheduler/local universe job."""
+    """The clause is applied to vanilla universe jobs: jobmanager-cloud refuses a
+    condorsubmit that would make a local/scheduler universe job (which runs on
+    the CE itself), and nothing is queued."""
     pool, gram = site
-    res = gram.client("globus-job-run", gram.contact("jobmanager-cloud"),
+    mark, env = mark_env()
+    res = gram.client("globus-job-run", gram.contact("jobmanager-cloud"), *env,
                       "-x", f"(condorsubmit=({command} local))", "/bin/true", check=False)
     assert res.returncode != 0
-    assert "condorsubmit may not set" in res.stdout + res.stderr or res.returncode == 43, (res.stdout, res.stderr)
+    assert "condorsubmit may not set" in res.stdout + res.stderr
+    schedd = pool.schedd()
+    assert not [a for a in schedd.query("true", ATTRS) if _marked(a, mark)]
+    assert not [a for a in schedd.history("true", ATTRS) if _marked(a, mark)]
 
 
 def test_job_state_goes_pending_active_done(site):
