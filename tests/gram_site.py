@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,8 +47,6 @@ CA_SUBJECT = "cn=condor_plugins Test CA, ou=GRAM, o=condor_plugins test"
 BASE_DN = "/O=condor_plugins test/OU=GRAM"
 SYSTEM_RVF_DIR = Path("/usr/share/globus/globus_gram_job_manager")
 
-GRAM_STATES = ("PENDING", "ACTIVE", "DONE", "FAILED", "SUSPENDED", "UNSUBMITTED",
-               "STAGE_IN", "STAGE_OUT")
 
 
 class GramError(RuntimeError):
@@ -235,7 +234,6 @@ class GramSite:
             if self.gatekeeper.poll() is not None:
                 raise GramError(f"globus-gatekeeper exited ({self.gatekeeper.returncode}):\n"
                                 + self.logs())
-            import socket
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", self.port)) == 0
         wait_for(listening, timeout, 0.2, what="the gatekeeper's port")

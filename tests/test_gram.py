@@ -10,6 +10,8 @@ schedd (queue and history), not from our code.
 """
 
 import getpass
+import os
+import shutil
 import socket
 import time
 import uuid
@@ -22,12 +24,21 @@ from gram_site import GramSite
 
 pytestmark = pytest.mark.integration
 
+GRAM_TOOLS = ("globus-gatekeeper", "globus-job-manager", "globus-job-run", "grid-ca-create",
+              "grid-proxy-init")
+
 CLOUD = "TARGET.IsCloudNode is true"      # how the schedd prints modes.CLAUSES[cloud]
 NOT_CLOUD = "TARGET.IsCloudNode isnt true"  # ... and modes.CLAUSES[local]
 
 
 @pytest.fixture(scope="module")
 def site(condor_module, tmp_path_factory):
+    missing = [t for t in GRAM_TOOLS if shutil.which(t) is None]
+    if missing:
+        # dev/sandbox installs GRAM; in CI a missing tool is an error.
+        if os.environ.get("CI"):
+            pytest.fail(f"GRAM tools missing: {missing}")
+        pytest.skip(f"GRAM not installed ({', '.join(missing)}); run `make test` (dev/sandbox)")
     # GRAM gives every job its proxy (X509UserProxy). On a shared filesystem the
     # starter asks the shadow to delegate it, which fails with HTCondor 23.9.6
     # here ("X509Credential::Request() failed" in the StarterLog): the shadow
