@@ -11,7 +11,9 @@ Every EC2 client botocore creates gets event hooks:
   would AWS's answer);
 * ``kill_after``: SIGKILL this process once that call has returned, before
   the provisioner can record the result; ``marker`` (a path) makes it happen
-  once only (the file is created just before the kill).
+  once only (the file is created just before the kill);
+* ``kill_after_request``: ``"METHOD /path-suffix"``, the same for an HTTP
+  request made through keystoneauth (novaclient), e.g. ``"POST /servers"``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,31 @@ def ec2_error(code: str, status: int, message: str = "injected by the test") -> 
                        {"Content-Type": "text/xml;charset=UTF-8"}, _Raw(body.encode()))
 
 
+def _kill_once(faults: dict) -> None:
+    marker = faults.get("marker")
+    if marker and os.path.exists(marker):
+        return
+    if marker:
+        open(marker, "w").close()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def install_keystoneauth(faults: dict) -> None:
+    from keystoneauth1 import session
+    method, _, suffix = faults["kill_after_request"].partition(" ")
+    request = session.Session.request
+
+    def patched(self, url, verb, *args, **kwargs):
+        response = request(self, url, verb, *args, **kwargs)
+        if verb.upper() == method and url.rstrip("/").endswith(suffix):
+            _kill_once(faults)
+        return response
+    session.Session.request = patched
+
+
 def install(faults: dict) -> None:
+    if faults.get("kill_after_request"):
+        install_keystoneauth(faults)
     import botocore.session
     create_client = botocore.session.Session.create_client
 
@@ -56,12 +82,7 @@ def install(faults: dict) -> None:
         return ec2_error(error[0], int(error[1])) if error else None
 
     def after_call(event_name, **_):
-        marker = faults.get("marker")
-        if marker and os.path.exists(marker):
-            return
-        if marker:
-            open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
+        _kill_once(faults)
 
     def patched(self, service_name, *args, **kwargs):
         client = create_client(self, service_name, *args, **kwargs)

@@ -1,0 +1,129 @@
+"""End to end on OpenStack's API (issue 5, acceptance 2-3): provisioner ->
+python-novaclient and keystoneauth1 -> the Nova/Keystone emulator on
+127.0.0.1 -> the test hypervisor boots each server's user data as a real node
+-> it joins the site pool and runs jobs -> scale-down deletes the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("novaclient")
+from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
+from condor_plugins.providers.base import TAG_PROVISIONER  # noqa: E402
+from hypervisor import Hypervisor, NovaApi  # noqa: E402
+from nova_emulator import NovaEmulator  # noqa: E402
+from provtools import Prov, jobs_done, node_of, submit  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ENTRY = "os1"
+FAULTS = str(Path(__file__).with_name("cloudfaults.py"))
+
+
+@pytest.fixture
+def nova():
+    with NovaEmulator(build_delay=1.0, delete_delay=1.0) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def site(condor, request, nova):
+    pool = condor.site_pool("os", extra_config=(
+        "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
+        "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
+    made = []
+
+    def make(command=None, **knobs):
+        name = f"{request.node.name[5:9]}{len(made)}{os.urandom(2).hex()}"
+        settings = {"TYPE": "openstack", "IMAGE": "el9-condor-worker",
+                    "INSTANCE_TYPE": "m1.small", "NETWORK": "private", "MAX_ATTEMPTS": 1,
+                    **knobs}
+        env = dict(nova.os_environ(), NO_PROXY="127.0.0.1,localhost")
+        prov = Prov(pool, condor.base, name, entry=ENTRY, knobs=settings, command=command,
+                    env=env)
+        made.append(prov)
+        return prov
+    yield pool, make
+    for prov in made:
+        prov.cleanup()
+
+
+def servers(nova, prov):
+    """id -> status of ``prov``'s servers that are not being deleted."""
+    key = TAG_PROVISIONER.replace("/", ":")
+    return {sid: status for sid, status, meta, _ in nova.servers_with_user_data()
+            if meta.get(key) == f"prov-{prov.name}"
+            and nova.server(sid).get("task_state") != "deleting"}
+
+
+def test_servers_boot_from_user_data_join_run_jobs_and_are_deleted(site, nova, condor,
+                                                                    tmp_path):
+    pool, make = site
+    prov = make()
+    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"}),
+                    condor.base / f"hv-{prov.name}").start()
+    try:
+        cluster = submit(pool, tmp_path, 3, 10)
+        proc = prov.start()
+        ads = wait_for(lambda: (not hv.errors or pytest.fail(str(hv.errors)))
+                       and jobs_done(pool, cluster, 3), 180, interval=1,
+                       what="3 jobs done on OpenStack nodes")
+        launched = set(hv.booted)
+        assert 1 <= len(launched) <= 2
+        assert all(a["ExitCode"] == 0 for a in ads)
+        # The nodes advertise the Nova server id (the datasource's instance id).
+        assert {node_of(a["LastRemoteHost"]) for a in ads} <= launched
+        for sid in launched:
+            meta = nova.server(sid)["metadata"]
+            assert meta["condor-plugins:entry"] == ENTRY
+            assert hv.user_data[sid].startswith("#cloud-config")
+        status = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "status", "--json"],
+                                env=prov.env(), capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        rows = {r["id"]: r for r in json.loads(status.stdout)["instances"]}
+        assert launched <= set(rows)
+        # Scale-down: the servers are deleted through the API; the nodes stop.
+        wait_for(lambda: not servers(nova, prov), 120, interval=1, what="every server deleted")
+        wait_for(lambda: set(hv.stopped) == launched and not hv.running(), 60,
+                 what="every node stopped")
+        assert not processes_using(str(hv.state_dir))
+        assert nova.count(NovaEmulator.CREATE) == len(launched)
+        assert prov.stop(proc) == 0
+        text = prov.log_text()
+        assert "Created " in text and "Terminated " in text
+        for token in hv.tokens() + [nova.password]:
+            assert token not in text and token not in status.stdout
+    finally:
+        hv.stop()
+
+
+def test_sigkill_after_create_then_restart_no_duplicate_no_orphan(site, nova, tmp_path):
+    pool, make = site
+    faults = {"kill_after_request": "POST /servers", "marker": str(tmp_path / "killed")}
+    prov = make(command=[sys.executable, FAULTS], JOIN_TIMEOUT=300)
+    prov.extra_env["CP_TEST_FAULTS"] = json.dumps(faults)
+    submit(pool, tmp_path, 4, 60)  # 4 one-core jobs on 2-core servers: 2 servers
+    first = prov.start()
+    assert first.wait(60) == -signal.SIGKILL
+    assert len(servers(nova, prov)) == 1  # created, never recorded
+    second = prov.start()
+    wait_for(lambda: "adopted" in prov.log_text() and len(servers(nova, prov)) == 2, 60,
+             what="the orphan adopted and one more created")
+    time.sleep(5)  # more cycles: still exactly two, and both recorded
+    assert len(servers(nova, prov)) == 2
+    assert nova.count(NovaEmulator.CREATE) == 2
+    status = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "status", "--json"],
+                            env=prov.env(), capture_output=True, text=True, timeout=60)
+    rows = json.loads(status.stdout)["instances"]
+    assert {r["id"] for r in rows} >= set(servers(nova, prov))
+    assert not [r for r in rows if r["state"] == "unrecorded"], rows
+    assert prov.stop(second) == 0
