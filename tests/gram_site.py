@@ -155,6 +155,12 @@ class GramSite:
         return prefix
 
     def write_site_files(self) -> None:
+        # globus-job-manager-script.pl puts /usr/share/perl5 before PERL5LIB:
+        # an installed copy of a module would be tested instead of ours.
+        for t in TYPES:
+            installed = Path("/usr/share/perl5/Globus/GRAM/JobManager") / f"{t}.pm"
+            if installed.exists() and installed.read_bytes() != (JOBMANAGER_DIR / f"{t}.pm").read_bytes():
+                raise GramError(f"{installed} differs from jobmanager/{t}.pm and would be used instead")
         prefix = self._prefix()
         perl = self.root / "perl" / "Globus" / "GRAM" / "JobManager"
         perl.mkdir(parents=True)
