@@ -20,14 +20,20 @@ from typing import Iterable, Mapping, Optional, Sequence
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config.d"
 
 
+#: Where the RPM puts the worker fragment (worker/50-cloud-worker.conf).
+INSTALLED_DATA_DIR = Path("/usr/share/condor-cloud-plugins")
+
+
 def shipped_config_dir() -> Path:
-    """Where the project's config fragments live (repository or installed copy)."""
+    """Where the project's config fragments live: $CLOUD_PLUGINS_CONFIG_DIR, the
+    source tree's config.d, else the installed data directory (whose worker/
+    holds the worker fragment; the site fragments are in HTCondor's config.d)."""
     override = os.environ.get("CLOUD_PLUGINS_CONFIG_DIR")
     if override:
         return Path(override)
     if REPO_CONFIG_DIR.is_dir():
         return REPO_CONFIG_DIR
-    return Path("/usr/share/condor-cloud-plugins/config.d")
+    return INSTALLED_DATA_DIR
 
 
 class InstanceError(RuntimeError):
@@ -156,9 +162,13 @@ class CondorInstance:
     def env(self) -> dict:
         env = dict(os.environ)
         env["CONDOR_CONFIG"] = str(self.config_path)
-        # Another instance's knobs must never leak in through the environment.
+        # Another instance's knobs must never leak in through the environment,
+        # nor its daemon family: started under a condor_master (the provisioner
+        # with the local provider), CONDOR_INHERIT would make this instance
+        # report to that master as its parent.
         for key in list(env):
-            if key.startswith("_CONDOR_"):
+            if key.startswith("_CONDOR_") or key in ("CONDOR_INHERIT", "CONDOR_PRIVATE_INHERIT",
+                                                     "CONDOR_PARENT_ID"):
                 del env[key]
         return env
 

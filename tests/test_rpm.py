@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -449,3 +450,85 @@ def test_admin_file_knobs_documented(payload):
             assert f"`{name}`" in docs, name
     assert re.search(r"^#CLOUD_PLUGINS_PROVIDERS = " + " ".join(e.lower() for e in entries) + "$",
                      text, re.M)
+
+
+# ---------------------------------------------------------------- the admin guide
+
+def guide_blocks(text, sections=("2", "3", "4")):
+    """The config blocks (fences without a language) of the guide's sections,
+    except the EC2 example."""
+    blocks, section, block = [], None, None
+    for line in text.splitlines():
+        m = re.match(r"## (\d+)\. ", line)
+        if m and block is None:
+            section = m.group(1)
+        elif line.startswith("```"):
+            if block is None:
+                block = [] if line.strip() == "```" else None
+                if block is None:
+                    block = False  # a shell block: skipped
+            else:
+                if block is not False and section in sections:
+                    body = "\n".join(block)
+                    if "EC2EAST" not in body:
+                        blocks.append(body)
+                block = None
+        elif block not in (None, False):
+            block.append(line)
+    return blocks
+
+
+@pytest.mark.integration
+def test_admin_guide_walkthrough(payload, condor, tmp_path, monkeypatch):
+    """From "RPM payload installed" to "a cloud-mode job ran on a local-provider
+    node" with only the knobs the admin guide shows (its config blocks of
+    sections 2-4, in the admin's file), the daemon started by condor_master
+    from the payload, and the payload's condor_submit_cloud."""
+    import htcondor2
+    from condor_plugins.localpool import wait_for
+    from condor_plugins.providers.local import LocalProvider
+    root, sitelib = payload
+    blocks = guide_blocks((REPO / "docs" / "admin-guide.md").read_text())
+    knobs = "\n".join(blocks)
+    for name in ("CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS", "CLOUD_PLUGINS_SUBMIT_TRANSFORM",
+                 "CLOUD_PLUGINS_PROVIDERS", "CLOUD_PLUGINS_RUN_PROVISIONER"):
+        assert f"{name} = " in knobs, name
+    nodes = Path(tempfile.mkdtemp(prefix="g", dir=condor.base))
+    knobs = knobs.replace("/var/lib/condor/cloud-nodes", str(nodes))  # a short, writable path
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    admin = etc / "99-cloud-plugins-local.conf"
+    admin.write_text((root / ADMIN_FILE.lstrip("/")).read_text() + "\n" + knobs + "\n")
+    # The payload stands in for the installed package (a temporary root, not /usr).
+    monkeypatch.setenv("PYTHONPATH", str(sitelib))
+    monkeypatch.setenv("CLOUD_PLUGINS_CONFIG_DIR", str(root / "usr/share/condor-cloud-plugins"))
+    shipped = sorted((root / "usr/share/condor/config.d").glob("*.conf"))
+    pool = condor.pool("guide", include=[*shipped, admin], extra_config=(
+        f"CLOUD_PROVISIONER = {root}/usr/libexec/condor/condor_cloud_provisioner\n"
+        "CLOUD_PLUGINS_CYCLE_INTERVAL = 2\n"))
+    try:
+        wait_for(lambda: pool.collector().query(
+            htcondor2.AdType.Any, 'MyType == "CloudProvisioner"', ["Name"]),
+            60, what="the provisioner's ad (started by condor_master)")
+        (tmp_path / "hello.sub").write_text("executable = /bin/hostname\nqueue\n")
+        tmp_path.chmod(0o777)
+        env = dict(os.environ, CONDOR_CONFIG=str(pool.config_path))
+        sub = run([str(root / "usr/bin/condor_submit_cloud"), "--mode", "cloud", "hello.sub"],
+                  cwd=tmp_path, env=env)
+        cluster = int(re.search(r"submitted to cluster (\d+)", sub.stdout).group(1))
+        try:
+            [job] = wait_for(lambda: list(pool.schedd().history(
+                f"ClusterId == {cluster} && JobStatus == 4", ["LastRemoteHost", "ExitCode"])),
+                150, what="the cloud job ran")
+        except TimeoutError as err:
+            logs = pool.workdir / "log"
+            tails = {n: (logs / n).read_text()[-2500:] for n in ("CloudProvisionerLog", "MasterLog")
+                     if (logs / n).exists()}
+            raise TimeoutError(f"{err}\n{tails}") from None
+        assert job["ExitCode"] == 0 and "@onbox-" in job["LastRemoteHost"]
+        ads = pool.collector().query(htcondor2.AdType.Startd,
+                                     "IsCloudNode", ["CloudProvider", "CloudInstanceID"])
+        assert ads and ads[0]["CloudProvider"] == "local"
+    finally:
+        provider = LocalProvider("onbox", {"STATE_DIR": str(nodes)})
+        provider.terminate([i.id for i in provider.list({})])
