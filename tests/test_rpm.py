@@ -141,6 +141,39 @@ def test_paths(rpmq):
         assert d not in files
 
 
+GRAM_FILES = {
+    "/usr/share/perl5/vendor_perl/Globus/GRAM/JobManager/cloud.pm",
+    "/usr/share/perl5/vendor_perl/Globus/GRAM/JobManager/nocloud.pm",
+    "/usr/share/globus/globus_gram_job_manager/cloud.rvf",
+    "/usr/share/globus/globus_gram_job_manager/nocloud.rvf",
+}
+GRAM_CONFIG = {"/etc/globus/globus-cloud.conf", "/etc/grid-services/available/jobmanager-cloud",
+               "/etc/grid-services/available/jobmanager-nocloud"}
+
+
+def test_gram_subpackage(rpm_file, tmp_path):
+    """condor-cloud-plugins-gram: the GRAM types next to jobmanager-condor, the
+    service entries and globus-cloud.conf as %config(noreplace)."""
+    [gram] = rpm_file.parent.glob(f"condor-cloud-plugins-gram-{VERSION}-1.noarch.rpm")
+    q = ["rpm", "--dbpath", str(tmp_path), "-qp"]
+    files = set(run(q + ["-l", str(gram)]).stdout.split())
+    assert GRAM_FILES | GRAM_CONFIG <= files, sorted(files)
+    assert set(run(q + ["-c", str(gram)]).stdout.split()) == GRAM_CONFIG
+    fflags = dict(line.rsplit(" ", 1) for line in run(
+        q + ["--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]", str(gram)]).stdout.splitlines())
+    assert all(set(fflags[f]) >= {"c", "n"} for f in GRAM_CONFIG)
+    requires = run(q + ["-R", str(gram)]).stdout
+    assert "globus-gram-job-manager-condor" in requires
+    assert f"condor-cloud-plugins = {VERSION}-1" in requires
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(f"rpm2cpio '{gram}' | cpio -idm --quiet", shell=True, cwd=root, check=True,
+                   timeout=60)
+    for f in GRAM_FILES | GRAM_CONFIG:  # byte for byte the repository's
+        name = "cloud.rvf" if f.endswith(".rvf") else Path(f).name
+        assert (root / f.lstrip("/")).read_bytes() == (REPO / "jobmanager" / name).read_bytes(), f
+
+
 def test_every_console_script_packaged(rpmq):
     """Each console script of setup.cfg has a launcher in the RPM (the spec
     lists them one by one: a new one must be added there)."""
