@@ -329,14 +329,20 @@ def test_cvmfs_local_is_shell_and_siteconf_points_at_the_storage_description(tmp
     assert out.find("phedex-node").get("value") == "T2_XX_Example"
 
 
-def test_htcondor_reads_the_per_instance_values(tmp_path):
-    need(CONDOR_CONFIG_VAL, "condor_config_val")
+def worker_config_dir(tmp_path):
+    """A config.d with the worker fragment and per-instance file of a document."""
     files = written(parse(render_user_data(make_ctx(customised_param(tmp_path)))))
     cdir = tmp_path / "config.d"
     cdir.mkdir()
     for path in ("/etc/condor/config.d/50-cloud-worker.conf",
                  "/etc/condor/config.d/60-cloud-instance.conf"):
         (cdir / Path(path).name).write_bytes(files[path][2])
+    return cdir
+
+
+def test_htcondor_reads_the_per_instance_values(tmp_path):
+    need(CONDOR_CONFIG_VAL, "condor_config_val")
+    cdir = worker_config_dir(tmp_path)
     (tmp_path / "condor_config").write_text(f"LOCAL_DIR = {tmp_path}\n"
                                             f"LOCAL_CONFIG_DIR = {cdir}\n")
     env = dict(os.environ, CONDOR_CONFIG=str(tmp_path / "condor_config"))
@@ -359,12 +365,7 @@ def test_boot_script_advertises_the_clouds_instance_id(tmp_path, datasource_id):
     """The runcmd script puts the datasource's id in CloudInstanceID; without a
     datasource the node keeps the request id, which CloudRequestID always has."""
     need(CONDOR_CONFIG_VAL, "condor_config_val")
-    files = written(parse(render_user_data(make_ctx(customised_param(tmp_path)))))
-    cdir = tmp_path / "config.d"
-    cdir.mkdir()
-    for path in ("/etc/condor/config.d/50-cloud-worker.conf",
-                 "/etc/condor/config.d/60-cloud-instance.conf"):
-        (cdir / Path(path).name).write_bytes(files[path][2])
+    cdir = worker_config_dir(tmp_path)
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake = bindir / "cloud-init"
