@@ -194,11 +194,13 @@ def normalize(text: str) -> str:
 
 def _key(text: str) -> tuple:
     """Comparison key: tokens, with names/keywords case-folded (ClassAd names and
-    true/false/undefined are case-insensitive) and string literals kept exact."""
+    true/false/undefined are case-insensitive), string literals kept exact, and
+    'is'/'isnt' the same as '=?='/'=!=' (classad2 unparses these as those)."""
     out = []
     for kind, val, _ in _tokens(text):
         if kind in ("word", "qname"):
             val = val.lower()
+            val = {"is": "=?=", "isnt": "=!="}.get(val, val) if kind == "word" else val
         out.append(val)
     return tuple(out)
 
@@ -215,14 +217,16 @@ def _strip_parens(text: str) -> str:
     return text
 
 
-def conjuncts(text: str) -> list[str]:
+def conjuncts(text: str, canonical: bool = False) -> list[str]:
     """Top-level '&&' conjuncts of ``text`` (normalised, outer parentheses removed,
     parenthesised '&&' chains flattened).
 
     Uses ClassAd precedence: '?:'/'?' and '||' bind looser than '&&', so if either
     appears at the top level the whole expression is a single conjunct.
+    ``canonical``: ``text`` is already an unparse by HTCondor (a job ad's own
+    value), so only the lexer checks it and classad2 is not imported.
     """
-    norm = normalize(text)
+    norm = _one_line(text) if canonical else normalize(text)
     toks = list(_tokens(norm))
     top = [v for k, v, d in toks if d == 0 and k == "op"]
     if "||" in top or "?" in top or "?:" in top:
@@ -249,17 +253,18 @@ def conjuncts(text: str) -> list[str]:
     for part in parts:
         inner = _strip_parens(part)
         # a parenthesised '&&' chain is itself a list of conjuncts: flatten
-        out.extend(conjuncts(inner) if inner != part.strip() else [inner])
+        out.extend(conjuncts(inner, canonical) if inner != part.strip() else [inner])
     return out
 
 
-def has_clause(text: str | None, mode: str | CloudMode) -> bool:
-    """True if ``text`` already has ``mode``'s clause as a top-level conjunct."""
+def has_clause(text: str | None, mode: str | CloudMode, canonical: bool = False) -> bool:
+    """True if ``text`` already has ``mode``'s clause as a top-level conjunct
+    (``canonical``: see conjuncts)."""
     clause = clause_for(mode)
     if clause is None or not text or not text.strip():
         return clause is None
-    want = _key(normalize(clause))
-    return any(_key(c) == want for c in conjuncts(text))
+    want = _key(clause)
+    return any(_key(c) == want for c in conjuncts(text, canonical))
 
 
 def merge_requirements(orig: str | None, mode: str | CloudMode) -> str | None:

@@ -16,11 +16,10 @@ HTCondor's job router runs each hook with no arguments, as the job owner
 The router itself still turns the ad into a grid job (``GridResource`` of
 the route), mirrors status, and finalizes; these hooks add the cloud policy:
 the remote copy's ``Remote_Requirements`` carry the cloud clause (merged by
-condor_plugins.modes, as condor_submit_cloud does), a local-mode or
-malformed job is refused, and where the job ran in the cloud pool is copied
-back.  The ad is handled as text; classad2 is only imported when a
-Requirements expression must be merged (start-up cost: every routed job
-costs a process start).
+condor_plugins.modes, as condor_submit_cloud does: no second clause), a
+local-mode or malformed job is refused, and where the job ran in the cloud
+pool is copied back.  The ad is handled as text with modes' lexer; classad2
+is never imported (start-up cost: every routed job costs a process start).
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ from __future__ import annotations
 import re
 import sys
 
-from .modes import (ATTR_CLOUD_MODE, ATTR_CLOUD_MODE_APPLIED, CloudMode, ModeError,
-                    RequirementsError, parse_mode)
+from .modes import (ATTR_CLOUD_MODE, CLAUSES, CloudMode, ModeError, RequirementsError,
+                    has_clause, parse_mode)
 
 SEPARATOR = "\n------\n"
 #: Attributes a routable job must have, with the pattern of their value.
@@ -96,13 +95,17 @@ def remote_requirements(attrs: dict, default_mode: str = "cloud") -> str:
     if mode is CloudMode.LOCAL:
         raise HookError(f"job {job_id(attrs)} is a local-mode job: never routed to the cloud")
     requirements = _value(attrs, "Requirements")
-    if requirements and _unquote(_value(attrs, ATTR_CLOUD_MODE_APPLIED)) == CloudMode.CLOUD.value:
-        return requirements  # the clause is already in (the schedd transform or the wrapper)
-    from .modes import merge_requirements
+    clause = CLAUSES[CloudMode.CLOUD]
+    if not requirements:
+        return clause
+    # The router prints the job's own (valid, canonical) expression: the lexer
+    # suffices, and classad2 (30 ms to import) is not needed.
     try:
-        return merge_requirements(requirements, CloudMode.CLOUD)
+        if has_clause(requirements, CloudMode.CLOUD, canonical=True):
+            return requirements
     except RequirementsError as err:
         raise HookError(f"job {job_id(attrs)}: Requirements: {err}") from None
+    return f"({requirements}) && ({clause})"
 
 
 def translate(text: str) -> str:

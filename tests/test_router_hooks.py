@@ -102,12 +102,34 @@ def test_update_and_cleanup_succeed_quietly(hooks, name):
     assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
 
 
-def test_translate_does_not_import_classad2_when_the_clause_is_in():
+@pytest.mark.parametrize("mode", ["cloud", "any"])
+def test_translate_never_imports_classad2(mode):
+    """Start-up cost: every routed job runs the hook once."""
     code = ("import sys, io; from condor_plugins import router_hooks as h; "
             "sys.stdin = io.StringIO(sys.argv[1]); sys.stdout = io.StringIO(); "
             "rc = h.translate_main(); sys.stdout = sys.__stdout__; "
-            "print(rc, 'classad2' in sys.modules)")
-    job = JOB.format(mode="cloud") + 'CloudModeApplied = "cloud"\n'
+            "print(rc, 'classad2' in sys.modules, 'htcondor2' in sys.modules)")
+    job = JOB.format(mode=mode)
     out = subprocess.run([sys.executable, "-c", code, ROUTE + router_hooks.SEPARATOR + job],
                          capture_output=True, text=True, timeout=30)
-    assert out.stdout.split() == ["0", "False"], out.stderr
+    assert out.stdout.split() == ["0", "False", "False"], out.stderr
+
+
+@pytest.mark.parametrize("req", [
+    "TARGET.IsCloudNode =?= true", "(TARGET.Memory > 1) && (TARGET.IsCloudNode =?= true)",
+    "TARGET.IsCloudNode is true && ((TARGET.Memory > 1))",
+    "((TARGET.Arch == \"X86_64\") && (TARGET.IsCloudNode =?= TRUE))"])
+def test_an_existing_clause_is_found_without_classad2(hooks, req):
+    job = JOB.format(mode="cloud").replace(
+        'Requirements = (TARGET.Arch == "X86_64") && (TARGET.Memory >= RequestMemory)',
+        f"Requirements = {req}")
+    ad, _ = translated(hooks, job)
+    assert str(ad.lookup("Remote_Requirements")) == str(ad.lookup("Requirements"))
+
+
+def test_a_clause_inside_an_or_is_not_enough(hooks):
+    job = JOB.format(mode="any").replace(
+        'Requirements = (TARGET.Arch == "X86_64") && (TARGET.Memory >= RequestMemory)',
+        "Requirements = TARGET.IsCloudNode =?= true || TARGET.Memory > 1")
+    ad, _ = translated(hooks, job)
+    assert str(ad.lookup("Remote_Requirements")).endswith("&& (TARGET.IsCloudNode is true)")
