@@ -37,13 +37,13 @@ def collect(param=None, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     prov = Provisioner(param)
     try:
+        listings = prov.listings()  # first: nodes are matched to them
         nodes_ok, nodes = True, {}
         try:
             nodes, _ = prov.nodes()
         except Exception as err:  # shown, not fatal: the rest is still useful
             nodes_ok, nodes = False, {}
             collector_error = str(err).splitlines()[0] if str(err) else type(err).__name__
-        listings = {e.name: prov.listing(e.name) for e in prov.cfg.entries}
         rows = []
         seen = set()
         for iid, rec in sorted(prov.records.items(), key=lambda kv: (kv[1].entry, kv[1].created)):
@@ -112,7 +112,7 @@ PLACEHOLDER_TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJwbGFjZWhvbGRlciJ9.cmVkYWN0ZW
 def user_data(entry_name: str, instance_id: str, show_secrets: bool, param=None) -> str:
     """The document of a new instance of ``entry_name`` (redacted unless asked)."""
     from .config import ConfigError
-    from .contextualize import context_from_config, redact, render_user_data
+    from .contextualize import redact
     from .provisioner import Provisioner
     prov = Provisioner(param)
     try:
@@ -121,10 +121,9 @@ def user_data(entry_name: str, instance_id: str, show_secrets: bool, param=None)
             names = ", ".join(e.name for e in prov.cfg.entries) or "none"
             raise ConfigError(f"no provider entry {entry_name!r} in CLOUD_PLUGINS_PROVIDERS "
                               f"(configured: {names})")
-        token = prov.mint_token(instance_id) if show_secrets else PLACEHOLDER_TOKEN
-        text = render_user_data(context_from_config(entry, prov.param, instance_id, token,
-                                                    provisioner=prov.cfg.name))
-        return text if show_secrets else redact(text)
+        if show_secrets:
+            return prov.user_data(entry, instance_id)
+        return redact(prov.user_data(entry, instance_id, token=PLACEHOLDER_TOKEN))
     finally:
         prov.close()
 
@@ -151,10 +150,7 @@ def main(argv=None) -> int:
                                        f"{args.entry.lower()}-example", args.show_secrets))
             return 0
         status = collect()
-    except (ConfigError, ProviderNotFound) as err:
-        print(f"condor_cloud: {err}", file=sys.stderr)
-        return 1
-    except RuntimeError as err:  # the token could not be minted
+    except (ConfigError, ProviderNotFound, RuntimeError) as err:  # RuntimeError: no token
         print(f"condor_cloud: {err}", file=sys.stderr)
         return 1
     if args.json:

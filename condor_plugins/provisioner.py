@@ -286,12 +286,21 @@ class Provisioner:
             log.exception("Listing of provider entry %s failed: %s", entry, err)
         return Listing(False)
 
+    def listings(self) -> Dict[str, Listing]:
+        """Every entry's listing; also learns which cloud id each request got
+        (nodes that could not learn their cloud id advertise the request id).
+        Kept for instances still recorded or listed: a failed listing forgets none."""
+        listings = {e.name: self.listing(e.name) for e in self.cfg.entries}
+        listed = {i.id: i for listing in listings.values() for i in listing.instances}
+        self._request_ids = {req: iid for req, iid in self._request_ids.items()
+                             if iid in listed or iid in self.records}
+        self._request_ids.update((i.tags[TAG_REQUEST], iid) for iid, i in listed.items()
+                                 if i.tags.get(TAG_REQUEST, iid) != iid)
+        return listings
+
     def observe(self) -> ObservedState:
         demand_ok, demand = self._observe("schedd(s)", self.demand, {})
-        listings = {e.name: self.listing(e.name) for e in self.cfg.entries}
-        for listing in listings.values():  # request id -> the cloud's instance id
-            self._request_ids.update((i.tags[TAG_REQUEST], i.id) for i in listing.instances
-                                     if i.tags.get(TAG_REQUEST, i.id) != i.id)
+        listings = self.listings()
         nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
         return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
                              demand=demand, demand_ok=demand_ok, listings=listings,
@@ -314,12 +323,14 @@ class Provisioner:
             raise RuntimeError(f"condor_token_create failed for {instance_id}: {first[:200]}")
         return res.stdout.strip()
 
-    def user_data(self, entry: EntryConfig, instance_id: str) -> str:
+    def user_data(self, entry: EntryConfig, instance_id: str,
+                  token: Optional[str] = None) -> str:
         """The instance's cloud-init document (worker fragment, per-instance
-        knobs, CVMFS, SITECONF and its token): the same for every provider."""
+        knobs, CVMFS, SITECONF and its token): the same for every provider.
+        ``token``: use this one instead of minting the instance's own."""
         from .contextualize import context_from_config, render_user_data
-        ctx = context_from_config(entry, self.param, instance_id, self.mint_token(instance_id),
-                                  provisioner=self.cfg.name)
+        ctx = context_from_config(entry, self.param, instance_id,
+                                  token or self.mint_token(instance_id), provisioner=self.cfg.name)
         return render_user_data(ctx)
 
     def create(self, action: Create, now: float) -> None:

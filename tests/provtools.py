@@ -116,6 +116,34 @@ class Prov:
         provider.terminate([i.id for i in provider.list({})])
 
 
+class ProvMaker:
+    """Provisioners for one test on ``pool``, each with ``settings`` of ``entry``
+    (call with more knobs), cleaned up by ``cleanup``."""
+
+    def __init__(self, pool, base, test_name, entry=ENTRY, settings=None, env=None):
+        self.pool, self.base, self.entry = pool, base, entry
+        self.prefix = test_name[5:9]  # short: HTCondor socket paths are limited
+        self.settings, self.env = dict(settings or {}), env
+        self.made = []
+
+    def __call__(self, command=None, **knobs):
+        name = f"{self.prefix}{len(self.made)}{os.urandom(2).hex()}"
+        prov = Prov(self.pool, self.base, name, entry=self.entry,
+                    knobs={**self.settings, **knobs}, command=command, env=self.env)
+        self.made.append(prov)
+        return prov
+
+    def cleanup(self):
+        for prov in self.made:
+            prov.cleanup()
+
+
+def site_pool(condor, name):
+    """A site pool that admits cloud workers and applies the cloud mode."""
+    return condor.site_pool(name, extra_config=("CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
+                                                "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
+
+
 def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None):
     tmp_path.chmod(0o777)
     desc = {

@@ -26,7 +26,7 @@ import boto3  # noqa: E402
 from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_ENTRY, TAG_PROVISIONER, TAG_REQUEST  # noqa: E402
 from hypervisor import EC2Api, Hypervisor  # noqa: E402
-from provtools import Prov, jobs_done, node_of, submit  # noqa: E402
+from provtools import ProvMaker, jobs_done, node_of, site_pool, submit  # noqa: E402
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")]
@@ -58,21 +58,12 @@ def aws(monkeypatch, moto_url):
 
 @pytest.fixture
 def site(condor, request, aws, moto_url):
-    pool = condor.site_pool("ec2e", extra_config=(
-        "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
-        "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
-    made = []
-
-    def make(command=None, **knobs):
-        name = f"{request.node.name[5:9]}{len(made)}{os.urandom(2).hex()}"
-        settings = {"TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1",
-                    "IMAGE": aws[1], "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, **knobs}
-        prov = Prov(pool, condor.base, name, entry=ENTRY, knobs=settings, command=command)
-        made.append(prov)
-        return prov
+    pool = site_pool(condor, "ec2e")
+    make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
+        "TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1", "IMAGE": aws[1],
+        "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1})
     yield pool, make
-    for prov in made:
-        prov.cleanup()
+    make.cleanup()
 
 
 def instances(client, prov, live_only=True):

@@ -7,7 +7,6 @@ python-novaclient and keystoneauth1 -> the Nova/Keystone emulator on
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_PROVISIONER  # noqa: E402
 from hypervisor import Hypervisor, NovaApi  # noqa: E402
 from nova_emulator import NovaEmulator  # noqa: E402
-from provtools import Prov, jobs_done, node_of, submit  # noqa: E402
+from provtools import ProvMaker, jobs_done, node_of, site_pool, submit  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +36,13 @@ def nova():
 
 @pytest.fixture
 def site(condor, request, nova):
-    pool = condor.site_pool("os", extra_config=(
-        "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
-        "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
-    made = []
-
-    def make(command=None, **knobs):
-        name = f"{request.node.name[5:9]}{len(made)}{os.urandom(2).hex()}"
-        settings = {"TYPE": "openstack", "IMAGE": "el9-condor-worker",
-                    "INSTANCE_TYPE": "m1.small", "NETWORK": "private", "MAX_ATTEMPTS": 1,
-                    **knobs}
-        env = dict(nova.os_environ(), NO_PROXY="127.0.0.1,localhost")
-        prov = Prov(pool, condor.base, name, entry=ENTRY, knobs=settings, command=command,
-                    env=env)
-        made.append(prov)
-        return prov
+    pool = site_pool(condor, "os")
+    make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
+        "TYPE": "openstack", "IMAGE": "el9-condor-worker", "INSTANCE_TYPE": "m1.small",
+        "NETWORK": "private", "MAX_ATTEMPTS": 1},
+        env=dict(nova.os_environ(), NO_PROXY="127.0.0.1,localhost"))
     yield pool, make
-    for prov in made:
-        prov.cleanup()
+    make.cleanup()
 
 
 def servers(nova, prov):

@@ -20,26 +20,17 @@ import pytest
 from condor_plugins.localpool import wait_for
 from condor_plugins.providers.base import InstanceState
 from condor_plugins.providers.local import LocalProvider
-from provtools import ENTRY, Prov, jobs_done, node_of, submit, token_claims, watch
+from provtools import ENTRY, ProvMaker, jobs_done, site_pool, node_of, submit, token_claims, watch
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def site(condor, request):
-    pool = condor.site_pool("prov", extra_config=(
-        "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
-        "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
-    made = []
-
-    def make(**knobs):
-        prov = Prov(pool, condor.base, f"{request.node.name[5:10]}{len(made)}{os.urandom(2).hex()}",
-                    knobs=knobs)
-        made.append(prov)
-        return prov
+    pool = site_pool(condor, "prov")
+    make = ProvMaker(pool, condor.base, request.node.name)
     yield pool, make
-    for prov in made:
-        prov.cleanup()
+    make.cleanup()
 
 
 def check_tokens(prov):
