@@ -86,8 +86,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
 
-    from condor_plugins.policy import plan
-    from condor_plugins.provisioner import Provisioner
+    from condor_plugins.provisioning.policy import plan
+    from condor_plugins.provisioning.provisioner import Provisioner
 
     base = Path(tempfile.mkdtemp(prefix="cp-bench-", dir="/tmp"))
     pool = PersonalPool(base / "pool", name="bench", extra_config=(

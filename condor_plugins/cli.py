@@ -33,7 +33,7 @@ def _age(seconds: float) -> str:
 
 def collect(param=None, now: float | None = None) -> dict:
     """The status as plain data (also the --json output)."""
-    from .provisioner import Provisioner
+    from .provisioning.provisioner import Provisioner
     now = time.time() if now is None else now
     prov = Provisioner(param)
     try:
@@ -112,8 +112,8 @@ PLACEHOLDER_TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJwbGFjZWhvbGRlciJ9.cmVkYWN0ZW
 def user_data(entry_name: str, instance_id: str, show_secrets: bool, param=None) -> str:
     """The document of a new instance of ``entry_name`` (redacted unless asked)."""
     from .config import ConfigError
-    from .contextualize import redact
-    from .provisioner import Provisioner
+    from .node.contextualize import redact
+    from .provisioning.provisioner import Provisioner
     prov = Provisioner(param)
     try:
         entry = prov.cfg.entry(entry_name)

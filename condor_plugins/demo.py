@@ -80,7 +80,7 @@ class Demo:
         env["PYTHONPATH"] = os.pathsep.join(sys.path)
         self.prov_log = self.base / "provisioner.log"
         with open(self.prov_log, "ab") as out:
-            self.prov = subprocess.Popen([sys.executable, "-m", "condor_plugins.provisioner"],
+            self.prov = subprocess.Popen([sys.executable, "-m", "condor_plugins.provisioning.provisioner"],
                                          env=env, stdout=out, stderr=subprocess.STDOUT,
                                          cwd=self.base)
         log(f"provisioner started (local provider, at most {self.args.max_nodes} nodes "
@@ -98,7 +98,7 @@ class Demo:
             f"log = {jobdir}/burst.log\n"
             f"queue {self.args.jobs}\n")
         env = {"PYTHONPATH": os.pathsep.join(sys.path)}
-        res = self.pool.run(sys.executable, "-m", "condor_plugins.submit_wrapper", "--mode", "cloud",
+        res = self.pool.run(sys.executable, "-m", "condor_plugins.steering.submit_wrapper", "--mode", "cloud",
                             str(sub), check=False, env=env)
         if res.returncode != 0:
             raise RuntimeError(f"condor_submit_cloud failed: {res.stderr.strip()}")

@@ -20,7 +20,7 @@
 # Requirements the job ends up with, GRAM's own line (OpSys, Arch, Memory) or
 # a client's (condorsubmit=(requirements ...)); with a client
 # "+Requirements" it is ANDed into that. The clauses themselves and the mode
-# names live in Python (condor_plugins.modes), not here.
+# names live in Python (condor_plugins.steering.modes), not here.
 #
 # Configuration: ${sysconfdir}/globus/globus-cloud.conf (/etc/globus), or
 # $GLOBUS_LOCATION/etc/globus/globus-cloud.conf if that exists (a job manager

@@ -98,4 +98,4 @@ def install(faults: dict) -> None:
 if __name__ == "__main__":
     install(json.loads(os.environ.get("CP_TEST_FAULTS") or "{}"))
     sys.argv = ["condor_cloud_provisioner", *sys.argv[1:]]
-    runpy.run_module("condor_plugins.provisioner", run_name="__main__", alter_sys=True)
+    runpy.run_module("condor_plugins.provisioning.provisioner", run_name="__main__", alter_sys=True)

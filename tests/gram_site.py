@@ -17,7 +17,7 @@ installation:
 * the service files are the shipped ones with ``-conf`` pointing at the job
   manager configuration in the site directory;
 * ``globus-cloud.conf`` (the shipped one) names a shim that runs
-  ``python3 -m condor_plugins.submit_wrapper`` from this checkout, and the
+  ``python3 -m condor_plugins.steering.submit_wrapper`` from this checkout, and the
   test pool's CONDOR_CONFIG (the job manager runs its Perl scripts with a
   fixed environment: PATH, HOME, PERL5LIB, GLOBUS_LOCATION, ..., no
   CONDOR_CONFIG).
@@ -170,7 +170,7 @@ class GramSite:
         bindir.mkdir()
         shim = bindir / "condor_submit_cloud"
         shim.write_text("#!/bin/sh\n"
-                        f"PYTHONPATH={REPO} exec {sys.executable} -m condor_plugins.submit_wrapper \"$@\"\n")
+                        f"PYTHONPATH={REPO} exec {sys.executable} -m condor_plugins.steering.submit_wrapper \"$@\"\n")
         shim.chmod(0o755)
         etc = prefix / "etc" / "globus"
         etc.mkdir(parents=True)

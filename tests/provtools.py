@@ -24,7 +24,7 @@ class Prov:
 
     def __init__(self, pool, base, name, entry=ENTRY, knobs=None, command=None, env=None):
         """``knobs``: settings of ``entry`` (short names) or full knob names;
-        ``command``: what runs instead of ``python3 -m condor_plugins.provisioner``."""
+        ``command``: what runs instead of ``python3 -m condor_plugins.provisioning.provisioner``."""
         self.pool = pool
         self.entry = entry
         self.dir = base / f"p-{name}"
@@ -34,7 +34,7 @@ class Prov:
         self.log = self.dir / "provisioner.log"
         self.name = name
         self.procs = []
-        self.command = list(command or [sys.executable, "-m", "condor_plugins.provisioner"])
+        self.command = list(command or [sys.executable, "-m", "condor_plugins.provisioning.provisioner"])
         self.extra_env = dict(env or {})
         e = entry.upper()
         self.knobs = {
@@ -200,7 +200,7 @@ def hook_dir(base: Path) -> Path:
     for name in HOOKS:
         path = d / f"condor_cloud_route_{name}"
         path.write_text(f"#!{sys.executable} -s\nimport sys\nsys.path.insert(0, {str(REPO)!r})\n"
-                        f"from condor_plugins.router_hooks import {name}_main\n"
+                        f"from condor_plugins.steering.router_hooks import {name}_main\n"
                         f"sys.exit({name}_main())\n")
         path.chmod(0o755)
     return d

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from condor_plugins import config, contextualize as ctxmod
-from condor_plugins.contextualize import (CmsSettings, ContextError, CvmfsSettings, ExtraFile,
+from condor_plugins import config
+from condor_plugins.node import contextualize as ctxmod
+from condor_plugins.node.contextualize import (CmsSettings, ContextError, CvmfsSettings, ExtraFile,
                                           INSTANCE_ID_SCRIPT, PROTECT_METADATA_SCRIPT,
                                           InstanceContext,
                                           context_from_config, redact, render_user_data)
@@ -457,7 +458,7 @@ def test_generated_docs_are_up_to_date():
     path = REPO / "docs" / "knobs-contextualisation.md"
     assert path.read_text() == ctxmod.knobs_markdown(), (
         "docs/knobs-contextualisation.md is stale: "
-        "python3 -m condor_plugins.contextualize > docs/knobs-contextualisation.md")
+        "python3 -m condor_plugins.node.contextualize > docs/knobs-contextualisation.md")
 
 
 # ------------------------------------------------------------------ cloud-init writes it
@@ -523,7 +524,7 @@ def test_a_real_idtoken_is_written_once_and_redacted(tmp_path):
     ({"CLOUD_PLUGINS_EC2A_SPOT": "true", "CLOUD_PLUGINS_EC2A_INTERRUPTIBLE": "false"}, False),
     ({"CLOUD_PLUGINS_EC2A_INTERRUPTIBLE": "true"}, True)])
 def test_spot_entries_advertise_cloud_interruptible(extra, expected):
-    from condor_plugins.provisioner import template_ad
+    from condor_plugins.provisioning.provisioner import template_ad
     param = dict(BASE, **extra)
     cfg = config.load(param)
     assert make_ctx(extra).interruptible is expected

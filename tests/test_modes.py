@@ -1,4 +1,4 @@
-"""Unit and property tests for condor_plugins.modes (classad2 only, no daemons)."""
+"""Unit and property tests for condor_plugins.steering.modes (classad2 only, no daemons)."""
 
 import itertools
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from condor_plugins import modes
-from condor_plugins.modes import CloudMode, merge_requirements
+from condor_plugins.steering import modes
+from condor_plugins.steering.modes import CloudMode, merge_requirements
 
 
 # ----------------------------------------------------------------- helpers

@@ -1,4 +1,4 @@
-"""condor_plugins.policy: table-driven rule tests and hypothesis properties.
+"""condor_plugins.provisioning.policy: table-driven rule tests and hypothesis properties.
 
 Pure: no daemons, no clock.  Times are plain numbers (seconds)."""
 
@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from condor_plugins import config
-from condor_plugins.packing import nodes_needed
-from condor_plugins.policy import backoff_delay, fold_launches, plan
+from condor_plugins.provisioning.packing import nodes_needed
+from condor_plugins.provisioning.policy import backoff_delay, fold_launches, plan
 from condor_plugins.providers.base import Instance, InstanceState
-from condor_plugins.state import (Backoff, Create, Drain, Hold, InstanceRecord, JobGroup,
+from condor_plugins.provisioning.state import (Backoff, Create, Drain, Hold, InstanceRecord, JobGroup,
                                   Launched, LaunchFailed, Listing, NodeInfo, ObservedState,
                                   Phase, Terminate)
 

@@ -1,6 +1,6 @@
 """The provisioner with the local provider on a real pool (issue 3, acceptance 1-5).
 
-The provisioner runs as its own process (``python3 -m condor_plugins.provisioner``)
+The provisioner runs as its own process (``python3 -m condor_plugins.provisioning.provisioner``)
 with a config file that includes the site pool's; every node is a real
 condor_master started by the local provider.  Where jobs ran is read back from
 the schedd's history, what runs from the provider's instance directories.
@@ -239,7 +239,7 @@ def test_runs_under_condor_master_and_logs_there(condor):
     pool = condor.site_pool("mprov", extra_config=(
         "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
         f"CLOUD_PROVISIONER = {sys.executable}\n"
-        "CLOUD_PROVISIONER_ARGS = -m condor_plugins.provisioner\n"
+        "CLOUD_PROVISIONER_ARGS = -m condor_plugins.provisioning.provisioner\n"
         f'CLOUD_PROVISIONER_ENVIRONMENT = "PYTHONPATH={":".join(sys.path)}"\n'
         "DAEMON_LIST = $(DAEMON_LIST) CLOUD_PROVISIONER\n"
         f"CLOUD_PLUGINS_PROVIDERS = {ENTRY}\n"
@@ -280,7 +280,7 @@ class FakeProvider:
 
 
 def shell(tmp_path, provider, **knobs):
-    from condor_plugins.provisioner import Provisioner
+    from condor_plugins.provisioning.provisioner import Provisioner
     param = {"COLLECTOR_HOST": f"127.0.0.1:{_dead_port()}", "SPOOL": str(tmp_path),
              "CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN": "w.test",
              "CLOUD_PLUGINS_PROVIDERS": ENTRY, "CLOUD_PLUGINS_PROVISIONER_NAME": "unit",
@@ -290,8 +290,8 @@ def shell(tmp_path, provider, **knobs):
 
 
 def test_failed_observations_hold_everything_and_the_cycle_survives(tmp_path, monkeypatch):
-    from condor_plugins import provisioner
-    from condor_plugins.state import Hold, InstanceRecord, Phase
+    from condor_plugins.provisioning import provisioner
+    from condor_plugins.provisioning.state import Hold, InstanceRecord, Phase
     fake = FakeProvider(fail=RuntimeError("cloud API down"))
     prov = shell(tmp_path, fake)
     prov.records = {"local1-x": InstanceRecord("local1-x", ENTRY, Phase.IDLE, 0.0, 0.0, joined=0.0)}
@@ -303,8 +303,8 @@ def test_failed_observations_hold_everything_and_the_cycle_survives(tmp_path, mo
 
 
 def test_state_file_round_trip_and_corruption(tmp_path):
-    from condor_plugins.provisioner import load_state, save_state
-    from condor_plugins.state import Backoff, InstanceRecord, LaunchFailed, Phase
+    from condor_plugins.provisioning.provisioner import load_state, save_state
+    from condor_plugins.provisioning.state import Backoff, InstanceRecord, LaunchFailed, Phase
     path = tmp_path / "s" / "state.json"
     recs = {"a": InstanceRecord("a", ENTRY, Phase.DRAINING, 1.0, 0.5, joined=0.7, reason="r")}
     back = {ENTRY: Backoff(2, 99.0, "boom")}
@@ -346,7 +346,7 @@ def test_node_that_shuts_itself_down_is_listed_terminated_and_forgotten(site, tm
 @pytest.mark.parametrize("keep", [1, 3])
 def test_log_under_condor_master_rotates_like_htcondor(tmp_path, monkeypatch, keep):
     import logging
-    from condor_plugins.provisioner import setup_logging
+    from condor_plugins.provisioning.provisioner import setup_logging
     monkeypatch.setenv("CONDOR_INHERIT", "x")
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -354,7 +354,7 @@ def test_log_under_condor_master_rotates_like_htcondor(tmp_path, monkeypatch, ke
         setup_logging({"LOG": str(tmp_path), "MAX_CLOUD_PROVISIONER_LOG": "200",
                        "MAX_NUM_CLOUD_PROVISIONER_LOG": str(keep)})
         for i in range(40):  # about 20 rotations
-            logging.getLogger("condor_plugins.provisioner").info("line %02d of the log", i)
+            logging.getLogger("condor_plugins.provisioning.provisioner").info("line %02d of the log", i)
         for handler in root.handlers:
             handler.close()
     finally:

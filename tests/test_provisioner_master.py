@@ -23,7 +23,7 @@ def test_master_starts_advertises_and_restarts_the_provisioner(condor):
                             extra_config=(
         "CLOUD_PLUGINS_RUN_PROVISIONER = True\n"
         f"CLOUD_PROVISIONER = {sys.executable}\n"
-        "CLOUD_PROVISIONER_ARGS = -m condor_plugins.provisioner\n"
+        "CLOUD_PROVISIONER_ARGS = -m condor_plugins.provisioning.provisioner\n"
         f'CLOUD_PROVISIONER_ENVIRONMENT = "PYTHONPATH={":".join(sys.path)}"\n'
         "CLOUD_PLUGINS_PROVIDERS = local1\n"
         "CLOUD_PLUGINS_LOCAL1_TYPE = local\n"
@@ -33,7 +33,7 @@ def test_master_starts_advertises_and_restarts_the_provisioner(condor):
     assert "CLOUD_PROVISIONER" in pool.run("condor_config_val", "DAEMON_LIST").stdout
     ad = wait_for(lambda: provisioner_pid(pool), 60, what="the provisioner's ad in condor_status -any")
     assert "CloudProvisioner" in ad
-    pids = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioner", check=False).stdout.split()]
+    pids = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioning.provisioner", check=False).stdout.split()]
     assert pids
     os.kill(pids[0], signal.SIGKILL)
     log = pool.log_dir / "MasterLog"
@@ -41,7 +41,7 @@ def test_master_starts_advertises_and_restarts_the_provisioner(condor):
              60, what="condor_master noticing the provisioner died")
 
     def restarted():
-        now = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioner",
+        now = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioning.provisioner",
                                         check=False).stdout.split()]
         return [p for p in now if p not in pids]
     wait_for(restarted, 60, what="condor_master restarting the provisioner")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from condor_plugins import router_hooks
+from condor_plugins.steering import router_hooks
 from provtools import hook_dir
 
 classad2 = pytest.importorskip("classad2")
@@ -105,7 +105,7 @@ def test_update_and_cleanup_succeed_quietly(hooks, name):
 @pytest.mark.parametrize("mode", ["cloud", "any"])
 def test_translate_never_imports_classad2(mode):
     """Start-up cost: every routed job runs the hook once."""
-    code = ("import sys, io; from condor_plugins import router_hooks as h; "
+    code = ("import sys, io; from condor_plugins.steering import router_hooks as h; "
             "sys.stdin = io.StringIO(sys.argv[1]); sys.stdout = io.StringIO(); "
             "rc = h.translate_main(); sys.stdout = sys.__stdout__; "
             "print(rc, 'classad2' in sys.modules, 'htcondor2' in sys.modules)")

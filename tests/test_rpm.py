@@ -130,7 +130,9 @@ def test_paths(rpmq):
     extra = {f for f in files - expected
              if not f.startswith("/usr/share/doc/")
              and "/__pycache__" not in f
-             and f not in {info, f"{sitelib}/condor_plugins", f"{sitelib}/condor_plugins/providers",
+             and f not in {info, f"{sitelib}/condor_plugins",
+                           *(f"{sitelib}/condor_plugins/{d.name}" for d in src.iterdir()
+                             if d.is_dir() and d.name != "__pycache__"),
                            "/usr/share/condor-cloud-plugins",
                            "/usr/share/condor-cloud-plugins/worker"}}
     assert not extra, f"unexpected in the RPM: {sorted(extra)}"

@@ -29,7 +29,7 @@ def site(condor_module):
 def wrapper(pool, *args, submit_text, cwd):
     sub = cwd / "job.sub"
     sub.write_text(textwrap.dedent(submit_text))
-    res = pool.run(sys.executable, "-m", "condor_plugins.submit_wrapper", *args, str(sub),
+    res = pool.run(sys.executable, "-m", "condor_plugins.steering.submit_wrapper", *args, str(sub),
                    check=False, env={"PYTHONPATH": ":".join(sys.path)})
     assert res.returncode == 0, res.stderr
     return int(res.stdout.strip().rsplit("cluster", 1)[1].strip(" ."))

@@ -15,7 +15,7 @@ from pathlib import Path
 import classad2
 import pytest
 
-from condor_plugins import modes, submit_wrapper
+from condor_plugins.steering import modes, submit_wrapper
 
 pytestmark = pytest.mark.skipif(shutil.which("condor_submit") is None,
                                 reason="needs condor_submit (run inside dev/sandbox)")
@@ -28,7 +28,7 @@ MODES = [None, "cloud", "local", "any"]
 
 def wrapper_cmd():
     """The wrapper command (the console script may not be installed)."""
-    return [sys.executable, "-m", "condor_plugins.submit_wrapper"]
+    return [sys.executable, "-m", "condor_plugins.steering.submit_wrapper"]
 
 
 SITE_APPEND = 'TARGET.Site =!= "banned"'

@@ -16,7 +16,7 @@ HTCondor's job router runs each hook with no arguments, as the job owner
 The router itself still turns the ad into a grid job (``GridResource`` of
 the route), mirrors status, and finalizes; these hooks add the cloud policy:
 the remote copy's ``Remote_Requirements`` carry the cloud clause (merged by
-condor_plugins.modes, as condor_submit_cloud does: no second clause), a
+condor_plugins.steering.modes, as condor_submit_cloud does: no second clause), a
 local-mode or malformed job is refused, and where the job ran in the cloud
 pool is copied back.  The ad is handled as text with modes' lexer; classad2
 is never imported (start-up cost: every routed job costs a process start).

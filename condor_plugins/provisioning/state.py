@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from .providers.base import Instance
+from ..providers.base import Instance
 
 __all__ = [
     "Phase", "ACTIVE_PHASES", "BOOTING_PHASES", "JOINED_PHASES", "InstanceRecord", "Backoff",

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, Iterable, List, Mapping, Optional
 
-from .config import EntryConfig, ProvisionerConfig
+from ..config import EntryConfig, ProvisionerConfig
 from .packing import nodes_needed
-from .providers.base import InstanceState
+from ..providers.base import InstanceState
 from .state import (ACTIVE_PHASES, BOOTING_PHASES, Action, Backoff, Create, Drain, Hold,
                     InstanceRecord, Launched, LaunchFailed, NodeInfo, ObservedState, Outcome,
                     Phase, Plan, Terminate)

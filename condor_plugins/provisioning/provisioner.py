@@ -31,18 +31,18 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from . import config as config_mod
-from .config import EntryConfig, ProvisionerConfig
+from .. import config as config_mod
+from ..config import EntryConfig, ProvisionerConfig
 from .policy import fold_launches, plan as plan_cycle
-from .providers import ProviderNotFound, provider_class
-from .providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
+from ..providers import ProviderNotFound, provider_class
+from ..providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
                              owner_tags)
 from .state import (Backoff, Create, Drain, Hold, InstanceRecord, JobGroup, Launched,
                     LaunchFailed, Listing, NodeInfo, ObservedState, Phase, Plan, Terminate)
 
 __all__ = ["Provisioner", "main", "template_ad", "STATE_VERSION"]
 
-log = logging.getLogger("condor_plugins.provisioner")
+log = logging.getLogger("condor_plugins.provisioning.provisioner")
 
 STATE_VERSION = 1
 #: Job attributes the schedd groups idle jobs by (it adds what they reference).
@@ -65,7 +65,7 @@ DRAIN_CHECK = 'State =!= "Claimed"'
 def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, str]):
     """The machine ad a new instance of ``entry`` would advertise (for matching)."""
     import classad2
-    from .contextualize import entry_interruptible
+    from ..node.contextualize import entry_interruptible
     s = entry.settings
     ad = classad2.ClassAd({
         "MyType": "Machine", "IsCloudNode": True, "Cpus": entry.cpus, "TotalCpus": entry.cpus,
@@ -328,7 +328,7 @@ class Provisioner:
         """The instance's cloud-init document (worker fragment, per-instance
         knobs, CVMFS, SITECONF and its token): the same for every provider.
         ``token``: use this one instead of minting the instance's own."""
-        from .contextualize import context_from_config, render_user_data
+        from ..node.contextualize import context_from_config, render_user_data
         ctx = context_from_config(entry, self.param, instance_id,
                                   token or self.mint_token(instance_id), provisioner=self.cfg.name)
         return render_user_data(ctx)

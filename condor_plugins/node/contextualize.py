@@ -14,7 +14,7 @@ cloud-config document that, on first boot,
 
 ``context_from_config(entry_cfg, param, instance_id, token)`` builds the
 context from HTCondor knobs (table ``KNOBS`` below; the generated reference is
-docs/knobs-contextualisation.md, ``python3 -m condor_plugins.contextualize``).
+docs/knobs-contextualisation.md, ``python3 -m condor_plugins.node.contextualize``).
 ``redact(user_data)`` hides the token and every other secret for display.
 
 The YAML is written by hand (no PyYAML dependency on the provisioner host): a
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import List, Mapping, Optional, Tuple
 
-from .config import PREFIX, PARSERS, ConfigError
+from ..config import PREFIX, PARSERS, ConfigError
 
 __all__ = [
     "KNOBS", "ContextKnob", "CvmfsSettings", "CmsSettings", "ExtraFile", "InstanceContext",
@@ -306,7 +306,7 @@ def _abs_path_ok(path: str) -> bool:
 
 def worker_fragment() -> bytes:
     """The shipped worker fragment, byte for byte."""
-    from .localpool import shipped_config_dir
+    from ..localpool import shipped_config_dir
     return (shipped_config_dir() / "worker" / "50-cloud-worker.conf").read_bytes()
 
 
@@ -680,8 +680,8 @@ def knobs_markdown() -> str:
     lines = [
         "# Contextualisation knobs",
         "",
-        "Generated from `condor_plugins/contextualize.py`",
-        "(`python3 -m condor_plugins.contextualize > docs/knobs-contextualisation.md`);",
+        "Generated from `condor_plugins/node/contextualize.py`",
+        "(`python3 -m condor_plugins.node.contextualize > docs/knobs-contextualisation.md`);",
         "do not edit by hand. They shape the cloud-init user-data of each new VM of a",
         "provider entry. `<ENTRY>` is a name from `CLOUD_PLUGINS_PROVIDERS`. Each knob is",
         "read as `CLOUD_PLUGINS_<ENTRY>_<KNOB>`, then (scope *entry*) as",

@@ -31,7 +31,7 @@ import os
 import sys
 # typing is not imported (start-up cost): annotations use builtin generics.
 
-from condor_plugins import modes
+from condor_plugins.steering import modes
 
 PROG = "condor_submit_cloud"
 CONDOR_SUBMIT = "condor_submit"

@@ -1,0 +1,1 @@
+"""The worker node side: contextualisation (cloud-init user data)."""

@@ -1,0 +1,1 @@
+"""Provisioning: observed state, the pure policy and packing, and the daemon shell."""
