@@ -4,6 +4,9 @@
 
 SANDBOX      := dev/sandbox
 PYTEST_ARGS  ?=
+# Test processes (pytest-xdist); the tests mostly wait on daemons. 0: serial.
+TEST_JOBS    ?= 3
+XDIST        := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 JOBS         ?= 20
 MAX_NODES    ?= 3
 NATIVE       := $(shell command -v condor_master >/dev/null 2>&1 && python3 -c 'import htcondor2' 2>/dev/null && [ "$$(id -u)" != 0 ] && echo yes)
@@ -22,7 +25,7 @@ sandbox:
 	@$(PREPARE)
 
 test: sandbox
-	$(RUN) python3 -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(RUN) python3 -m pytest -p no:cacheprovider $(XDIST) $(PYTEST_ARGS)
 
 demo: sandbox
 	$(RUN) python3 -m condor_plugins.demo --jobs $(JOBS) --max-nodes $(MAX_NODES)

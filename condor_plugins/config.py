@@ -76,6 +76,10 @@ KNOBS: Tuple[Knob, ...] = (
          "after its request is terminated and counted as a failure.", ENTRY, 1),
     Knob("DRAIN_TIMEOUT", "600", "duration", "A draining node that still has no job but "
          "does not report draining is terminated after this long.", ENTRY, 0),
+    Knob("LOST_TIMEOUT", "3000", "duration", "A joined node absent from the collector for "
+         "this long, on which no schedd shows a running job, is lost: it is terminated and "
+         "counted (InstancesLost). The default is HTCondor's job lease (2400 s) plus a "
+         "grace.", ENTRY, 60),
     Knob("REQUEST_TIMEOUT", "300", "duration", "A created instance missing from the "
          "provider's listing for this long is terminated and counted as a failure.",
          ENTRY, 1),
@@ -159,6 +163,7 @@ class EntryConfig:
     idle_timeout: int
     join_timeout: int
     drain_timeout: int
+    lost_timeout: int
     request_timeout: int
     backoff_initial: int
     backoff_factor: float

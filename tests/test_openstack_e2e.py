@@ -115,3 +115,31 @@ def test_sigkill_after_create_then_restart_no_duplicate_no_orphan(site, nova, tm
     assert {r["id"] for r in rows} >= set(servers(nova, prov))
     assert not [r for r in rows if r["state"] == "unrecorded"], rows
     assert prov.stop(second) == 0
+
+
+def test_server_shut_off_by_itself_is_deleted_and_the_entry_bursts_again(site, nova, condor,
+                                                                         tmp_path):
+    """Nova keeps a SHUTOFF server (quota, often the bill) and it held a
+    MAX_INSTANCES slot: the provisioner deletes it at once, then bursts again."""
+    pool, make = site
+    prov = make(MAX_INSTANCES=1, IDLE_TIMEOUT=600)
+    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"}),
+                    condor.base / f"hv-{prov.name}").start()
+    try:
+        first = submit(pool, tmp_path, 1, 1)
+        proc = prov.start()
+        wait_for(lambda: jobs_done(pool, first, 1), 120, interval=1, what="the first job done")
+        [sid] = servers(nova, prov)
+        nova.set_status(sid, "SHUTOFF")   # the VM powered itself off
+        wait_for(lambda: sid not in servers(nova, prov), 60, interval=1,
+                 what="the shut-off server deleted")
+        second = submit(pool, tmp_path, 1, 1)
+        wait_for(lambda: jobs_done(pool, second, 1), 120, interval=1,
+                 what="a job on a new server")
+        assert nova.count(NovaEmulator.CREATE) == 2
+        assert prov.stop(proc) == 0
+        text = prov.log_text()
+        assert f"Terminated {sid} (entry {ENTRY}) (stopped)" in text, text[-3000:]
+        assert "Nova status SHUTOFF" in text and "as a failure" not in text
+    finally:
+        hv.stop()

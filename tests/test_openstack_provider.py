@@ -280,7 +280,7 @@ def test_error_servers_are_listed_as_error_with_their_fault(make, cloud, prov):
     assert listed[a].state is InstanceState.ERROR
     assert listed[a].reason == ("Nova status ERROR: No valid host was found. There are not "
                                 "enough hosts available.")
-    assert listed[b].state is InstanceState.ERROR and listed[b].reason == "Nova status SHUTOFF"
+    assert listed[b].state is InstanceState.STOPPED and listed[b].reason == "Nova status SHUTOFF"
 
 
 @pytest.mark.parametrize("status, task, state", [
@@ -288,15 +288,16 @@ def test_error_servers_are_listed_as_error_with_their_fault(make, cloud, prov):
     ("REBOOT", "rebooting", InstanceState.RUNNING), ("HARD_REBOOT", None, InstanceState.RUNNING),
     ("MIGRATING", None, InstanceState.RUNNING), ("RESIZE", None, InstanceState.RUNNING),
     ("ACTIVE", "deleting", InstanceState.STOPPING), ("DELETED", None, InstanceState.TERMINATED),
-    ("SOFT_DELETED", None, InstanceState.TERMINATED), ("SHUTOFF", None, InstanceState.ERROR),
-    ("ERROR", None, InstanceState.ERROR), ("SHELVED_OFFLOADED", None, InstanceState.ERROR),
+    ("SOFT_DELETED", None, InstanceState.TERMINATED), ("SHUTOFF", None, InstanceState.STOPPED),
+    ("ERROR", None, InstanceState.ERROR), ("SHELVED_OFFLOADED", None, InstanceState.STOPPED),
+    ("SUSPENDED", None, InstanceState.STOPPED), ("PAUSED", None, InstanceState.STOPPED),
     ("", None, InstanceState.ERROR)])
 def test_state_mapping(status, task, state):
     inst = to_instance({"id": "s1", "status": status, "OS-EXT-STS:task_state": task,
                         "metadata": {"condor-plugins:entry": "os2", "other:key": "x"}}, "os1")
     assert inst.state is state and inst.entry == "os2" and inst.launch_time is None
     assert inst.tags == {TAG_ENTRY: "os2", "other:key": "x"}
-    assert bool(inst.reason) is (state is InstanceState.ERROR)
+    assert bool(inst.reason) is (state in (InstanceState.ERROR, InstanceState.STOPPED))
 
 
 # ------------------------------------------------------------------ errors

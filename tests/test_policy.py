@@ -339,20 +339,125 @@ def test_trusted_world_fires_every_rule():
     assert p.records["gone"].phase is Phase.GONE
 
 
-@pytest.mark.parametrize("failure", [
-    {"demand_ok": False}, {"nodes_ok": False}, {"listings": {}},
-    {"listings": {E: Listing(False)}}])
-def test_failed_observation_takes_no_destructive_action(failure):
-    state = replace(busy_world(), **failure)
+def test_failed_listing_holds_only_its_entry():
+    for listings in ({}, {E: Listing(False)}):
+        state = replace(busy_world(), listings=listings)
+        p = plan(state, cfg(), T0)
+        assert not destructive(p) and not kinds(p, Create)
+        assert "observation failed" in kinds(p, Hold)[0].reason
+        assert dict(p.records) == dict(state.records)     # kept unchanged, nothing forgotten
+
+
+def test_failed_schedd_query_holds_only_what_depends_on_demand():
+    """Partial failure (one of two schedds down for many cycles): the
+    never-joined instance still goes at JOIN_TIMEOUT, the drained node is
+    terminated, busy nodes are untouched, the idle node waits (demand unknown)."""
+    state = replace(busy_world(), demand_ok=False)
+    state = replace(state, records=dict(state.records, busy=rec("busy", Phase.BUSY, T0 - 9000),
+                                        idle=rec("idle", Phase.IDLE, since=T0 - 1000)),
+                    listings={E: Listing(True, state.listings[E].instances + (inst("busy"),))},
+                    nodes=dict(state.nodes, busy=node("busy", busy=2)))
     p = plan(state, cfg(), T0)
-    assert not destructive(p) and not kinds(p, Create)
-    assert "observation failed" in kinds(p, Hold)[0].reason
-    assert set(p.records) == set(state.records)       # nothing forgotten
+    assert {a.instance_id for a in destructive(p)} == {"drained", "late", "lost"}
+    assert "demand is unknown" in p.records["idle"].reason
+    assert p.records["busy"].phase is Phase.BUSY
+    # the schedds that answered still count (a lower bound)
+    assert creates(plan(observed(jobs=8, demand_ok=False), cfg(), T0)) == 2
+    # 3x IDLE_TIMEOUT later the idle node goes, demand or not
+    assert kinds(plan(state, cfg(IDLE_TIMEOUT=100), T0), Drain)
 
 
-def test_gone_records_are_kept_while_an_observation_fails():
-    state = observed([rec("a", Phase.GONE)], [], [], nodes_ok=False)
+def test_failed_collector_query_holds_what_depends_on_the_collector():
+    state = replace(busy_world(), nodes_ok=False)
+    state = replace(state, records=dict(state.records, stop=rec("stop", Phase.IDLE, T0 - 50),
+                                        err=rec("err", Phase.BOOTING, T0 - 50)),
+                    listings={E: Listing(True, state.listings[E].instances + (
+                        inst("stop", InstanceState.STOPPED), inst("err", InstanceState.ERROR)))})
+    p = plan(state, cfg(), T0)
+    assert {a.instance_id for a in destructive(p)} == {"lost", "stop", "err"}
+    assert not kinds(p, Create) and set(state.records) <= set(p.records)
+
+
+def test_gone_records_are_dropped_only_after_their_listing_was_read():
+    state = observed([rec("a", Phase.GONE)], None, [])
     assert "a" in plan(state, cfg(), T0).records
+    assert "a" not in plan(observed([rec("a", Phase.GONE)], [], [], nodes_ok=False),
+                           cfg(), T0).records
+
+
+def test_one_entry_listing_failure_does_not_hold_another_entry():
+    c = config.load({"CLOUD_PLUGINS_PROVIDERS": "e1 e2", "CLOUD_PLUGINS_E1_TYPE": "local",
+                     "CLOUD_PLUGINS_E2_TYPE": "local", "FULL_HOSTNAME": "cm",
+                     "CLOUD_PLUGINS_COLLECTOR_GRACE": "0"})
+    records = {"a": rec("a", Phase.BOOTING, T0 - 5000), "b": rec("b", Phase.BOOTING, T0 - 5000,
+                                                                  entry="e2")}
+    state = ObservedState(records=records, listings={"e1": Listing(False), "e2": Listing(
+        True, (inst("b", entry="e2"),))}, demand={"e1": (JobGroup(40),), "e2": (JobGroup(40),)})
+    p = plan(state, c, T0)
+    assert [a.instance_id for a in destructive(p)] == ["b"] and p.records["a"] == records["a"]
+    p = plan(replace(state, records={"a": records["a"]}, listings={
+        "e1": Listing(False), "e2": Listing(True)}), c, T0)
+    assert [a.entry for a in kinds(p, Create)] == ["e2"]
+    assert "listing failed" in [h.reason for h in kinds(p, Hold) if h.entry == "e1"][0]
+
+
+# ---------------------------------------------------------------- stopped and lost
+
+@pytest.mark.parametrize("phase, failure", [(Phase.IDLE, False), (Phase.BUSY, False),
+                                            (Phase.DRAINING, False), (Phase.BOOTING, True)])
+def test_stopped_instance_is_terminated_at_once(phase, failure):
+    """SHUTOFF / stopped: no 'joined but absent' guard, even with the collector
+    down or a stale busy ad; a boot failure only if it never joined."""
+    r = rec("s", phase, since=T0 - 100)
+    listed = [inst("s", InstanceState.STOPPED, reason="Nova status SHUTOFF")]
+    for nodes, ok in (([], True), ([], False), ([node("s", busy=1)], True)):
+        p = plan(observed([r], listed, nodes, nodes_ok=ok), cfg(), T0)
+        [t] = kinds(p, Terminate)
+        assert t.stopped and t.failure is failure and "SHUTOFF" in t.reason
+        assert bool(p.backoff) is failure
+
+
+def test_stopped_instance_frees_its_slot_and_retries_without_a_second_failure():
+    c = cfg(MAX_INSTANCES=1)
+    r = rec("s", Phase.IDLE, since=T0 - 100)
+    stopped = [inst("s", InstanceState.STOPPED)]
+    p1 = plan(observed([r], stopped, [], jobs=4), c, T0)
+    assert kinds(p1, Terminate) and not kinds(p1, Create)
+    p2 = plan(observed(list(p1.records.values()), stopped, [], jobs=4), c, T0 + 60)
+    assert kinds(p2, Terminate) and not p2.backoff               # retried, not counted
+    p3 = plan(observed(list(p2.records.values()), [], [], jobs=4), c, T0 + 120)
+    assert p3.records["s"].phase is Phase.GONE and creates(p3) == 1    # bursts again
+
+
+def lost_world(running=None, demand_ok=True, absent=4000, startd="s.node"):
+    r = replace(rec("l", Phase.BUSY, since=T0 - 9000), missing_since=T0 - absent,
+                startd=startd)
+    others = [rec("b", Phase.BUSY, since=T0 - 9000), rec("i", Phase.IDLE, since=T0 - 10)]
+    return observed([r, *others], [inst("l"), inst("b"), inst("i")],
+                    [node("b", busy=2), node("i")], running=running or {}, demand_ok=demand_ok)
+
+
+def test_lost_node_is_terminated_after_lost_timeout_and_nothing_else_is_touched():
+    p = plan(lost_world(), cfg(LOST_TIMEOUT=3000), T0)
+    [t] = destructive(p)
+    assert t.instance_id == "l" and t.lost and not t.failure and "LOST_TIMEOUT" in t.reason
+    assert not p.backoff
+
+
+@pytest.mark.parametrize("world, why", [
+    (dict(absent=1000), "not in the collector for 1000s"),
+    (dict(running={"s.node": 1}), "1 job(s) running there"),
+    (dict(demand_ok=False), "not in the collector"),
+    (dict(startd=""), "not in the collector")])
+def test_lost_node_is_kept_while_it_may_run_jobs(world, why):
+    p = plan(lost_world(**world), cfg(LOST_TIMEOUT=3000), T0)
+    assert not destructive(p) and why in p.records["l"].reason
+
+
+def test_lost_rule_waits_for_the_collector_grace():
+    state = replace(lost_world(), collector_started=T0 - 10)
+    assert not destructive(plan(state, cfg(LOST_TIMEOUT=3000,
+                                           CLOUD_PLUGINS_COLLECTOR_GRACE=600), T0))
 
 
 # ---------------------------------------------------------------- restart safety
@@ -428,6 +533,7 @@ def worlds(draw):
         for knob in ("IDLE_TIMEOUT", "DRAIN_TIMEOUT"):
             param[f"CLOUD_PLUGINS_{up}_{knob}"] = str(draw(st.sampled_from([0, 100, 1000])))
         param[f"CLOUD_PLUGINS_{up}_JOIN_TIMEOUT"] = str(draw(st.sampled_from([1, 100, 1000])))
+        param[f"CLOUD_PLUGINS_{up}_LOST_TIMEOUT"] = str(draw(st.sampled_from([60, 1000])))
     c = config.load(param)
     now = T0
     times = st.floats(T0 - 5000, T0)
@@ -441,7 +547,9 @@ def worlds(draw):
                 joined = draw(st.one_of(st.none(), times))
                 records[iid] = InstanceRecord(iid, e, draw(st.sampled_from(PHASES)), since=since,
                                               created=since, joined=joined,
-                                              last_busy=draw(st.one_of(st.none(), times)))
+                                              last_busy=draw(st.one_of(st.none(), times)),
+                                              missing_since=draw(st.one_of(st.none(), times)),
+                                              startd=draw(st.sampled_from(["", f"h-{iid}"])))
             if draw(st.booleans()):
                 listed.append(Instance(iid, e, draw(st.sampled_from(STATES))))
             if draw(st.booleans()):
@@ -458,7 +566,8 @@ def worlds(draw):
             backoff[e] = Backoff(draw(st.integers(1, 5)), draw(st.floats(T0 - 100, T0 + 100)), "x")
         if draw(st.booleans()):
             outcomes.append(LaunchFailed(e, "capacity", "full"))
-    state = ObservedState(records=records, backoff=backoff, demand=demand,
+    running = {f"h-{i}": draw(st.integers(0, 2)) for i in records if draw(st.booleans())}
+    state = ObservedState(records=records, backoff=backoff, demand=demand, running=running,
                           demand_ok=draw(st.booleans()) or draw(st.booleans()),
                           listings=listings, nodes=nodes,
                           nodes_ok=draw(st.booleans()) or draw(st.booleans()),
@@ -472,10 +581,12 @@ def worlds(draw):
 def test_property_safety_limits_and_determinism(world):
     state, c, now = world
     p = plan(state, c, now)
-    # (a) never drain or terminate an instance that runs a job
+    # (a) never drain or terminate an instance that runs a job (unless the
+    #     cloud lists it as stopped: the collector's ad is stale)
     for a in destructive(p):
         n = state.nodes.get(a.instance_id)
-        assert not (state.nodes_ok and n is not None and n.busy_slots > 0), a
+        assert getattr(a, "stopped", False) or not (
+            state.nodes_ok and n is not None and n.busy_slots > 0), a
     # (b) never start more than MAX_INSTANCES (or MAX_BOOTING) per entry
     for e in c.entries:
         new = sum(a.count for a in kinds(p, Create) if a.entry == e.name)
@@ -485,10 +596,37 @@ def test_property_safety_limits_and_determinism(world):
             booting = [r for r in active if r.phase in (Phase.REQUESTED, Phase.BOOTING)]
             assert len(active) + new <= e.max_instances
             assert len(booting) + new <= e.max_booting
-    # (c) any failed observation: nothing destructive, nothing created, nothing forgotten
-    if state.failed_sources(e.name for e in c.entries):
-        assert not destructive(p) and not kinds(p, Create)
-        assert set(state.records) <= set(p.records)
+    # (c) each failed observation holds exactly what depends on it (policy.py's table)
+    for e in c.entries:
+        if not state.listings.get(e.name, Listing(False)).ok:       # row: entry listing
+            assert not [a for a in p.actions if isinstance(a, (Create, Drain, Terminate))
+                        and a.entry == e.name]
+            assert all(p.records[i] == r for i, r in state.records.items() if r.entry == e.name)
+    if not state.nodes_ok:                                            # row: collector
+        assert not kinds(p, Create) and not kinds(p, Drain)
+        for a in kinds(p, Terminate):
+            r = state.records.get(a.instance_id)
+            assert a.stopped or r is None or r.joined is None or r.phase in (
+                Phase.TERMINATING, Phase.FAILED)
+            assert not a.lost
+    if not state.demand_ok:                                           # row: schedd
+        assert not [a for a in kinds(p, Terminate) if a.lost]
+    # a lost node: absent from a healthy collector past LOST_TIMEOUT, no job there
+    for a in kinds(p, Terminate):
+        if a.lost:
+            r = state.records[a.instance_id]
+            assert state.nodes_ok and a.instance_id not in state.nodes
+            assert r.startd and not state.running.get(r.startd)
+    # never a guarded joined node the collector does not show
+    for a in destructive(p):
+        r = state.records.get(a.instance_id)
+        if r and r.joined is not None and a.instance_id not in state.nodes and not (
+                getattr(a, "stopped", False) or getattr(a, "lost", False)):
+            assert r.phase in (Phase.TERMINATING, Phase.FAILED), a
+    # nothing is forgotten unless its listing was read
+    for i, r in state.records.items():
+        if i not in p.records:
+            assert state.listings.get(r.entry, Listing(False)).ok
     # every action explains itself
     assert all(a.reason for a in p.actions)
     # (d) deterministic, whatever the order of the inputs

@@ -134,7 +134,7 @@ def test_busy_node_is_never_drained_even_with_zero_idle_timeout(site, tmp_path):
     assert prov.stop(proc) == 0
 
 
-def test_unreachable_collector_or_schedd_terminates_nothing(site, tmp_path):
+def test_unreachable_collector_or_schedd_holds_what_depends_on_it(site, tmp_path):
     pool, make = site
     prov = make(IDLE_TIMEOUT=600, MAX_INSTANCES=1)
     cluster = submit(pool, tmp_path, 1, 1)
@@ -152,7 +152,9 @@ def test_unreachable_collector_or_schedd_terminates_nothing(site, tmp_path):
     assert "Observation of the collector failed" in text, text
     assert "Draining" not in text and "Terminated" not in text, text
     assert prov.running() == node
-    # The schedd is gone for a cycle: the same.
+    # The schedd is gone for a cycle: demand is unknown, so the idle node waits
+    # up to 3x IDLE_TIMEOUT (as if idle jobs fitted it) instead of draining.
+    prov.configure(IDLE_TIMEOUT=120)
     pool.run("condor_off", "-fast", "-daemon", "schedd")
     wait_for(lambda: not pool.collector().query(htcondor2.AdType.Schedd, "true", ["Name"]),
              30, what="the schedd ad gone")
@@ -165,6 +167,7 @@ def test_unreachable_collector_or_schedd_terminates_nothing(site, tmp_path):
     pool.run("condor_on", "-daemon", "schedd")
     wait_for(lambda: pool.collector().query(htcondor2.AdType.Schedd, "true", ["Name"]),
              30, what="the schedd back")
+    prov.configure(IDLE_TIMEOUT=0)
     # Everything observable again: the idle node is drained, then terminated.
     deadline = time.monotonic() + 60
     while prov.instances() and time.monotonic() < deadline:
@@ -289,7 +292,7 @@ def shell(tmp_path, provider, **knobs):
     return Provisioner(param=param, providers={ENTRY: provider})
 
 
-def test_failed_observations_hold_everything_and_the_cycle_survives(tmp_path, monkeypatch):
+def test_failed_observations_hold_what_depends_on_them_and_the_cycle_survives(tmp_path, monkeypatch):
     from condor_plugins.provisioning import provisioner
     from condor_plugins.provisioning.state import Hold, InstanceRecord, Phase
     fake = FakeProvider(fail=RuntimeError("cloud API down"))

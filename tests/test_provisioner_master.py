@@ -17,6 +17,20 @@ def provisioner_pid(pool):
     return out
 
 
+def pool_provisioner_pids(pool):
+    """This pool's provisioner processes (other tests run theirs in parallel)."""
+    out = []
+    for p in pool.run("pgrep", "-f", "condor_plugins.provisioning.provisioner",
+                      check=False).stdout.split():
+        try:
+            environ = open(f"/proc/{p}/environ", "rb").read()
+        except OSError:
+            continue
+        if str(pool.workdir).encode() in environ:
+            out.append(int(p))
+    return out
+
+
 def test_master_starts_advertises_and_restarts_the_provisioner(condor):
     state_dir = condor.base / "n-fragment"
     pool = condor.site_pool("frag", include_extra=[shipped_config_dir() / "30-cloud-provisioner.conf"],
@@ -33,17 +47,15 @@ def test_master_starts_advertises_and_restarts_the_provisioner(condor):
     assert "CLOUD_PROVISIONER" in pool.run("condor_config_val", "DAEMON_LIST").stdout
     ad = wait_for(lambda: provisioner_pid(pool), 60, what="the provisioner's ad in condor_status -any")
     assert "CloudProvisioner" in ad
-    pids = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioning.provisioner", check=False).stdout.split()]
-    assert pids
+    pids = pool_provisioner_pids(pool)
+    assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)
     log = pool.log_dir / "MasterLog"
     wait_for(lambda: "CLOUD_PROVISIONER" in log.read_text() and "restarting" in log.read_text().lower(),
              60, what="condor_master noticing the provisioner died")
 
     def restarted():
-        now = [int(p) for p in pool.run("pgrep", "-f", "condor_plugins.provisioning.provisioner",
-                                        check=False).stdout.split()]
-        return [p for p in now if p not in pids]
+        return [p for p in pool_provisioner_pids(pool) if p not in pids]
     wait_for(restarted, 60, what="condor_master restarting the provisioner")
 
 

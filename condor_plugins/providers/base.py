@@ -56,7 +56,8 @@ class InstanceState(str, enum.Enum):
     """What the cloud says about an instance (not what HTCondor says)."""
     PENDING = "pending"
     RUNNING = "running"
-    STOPPING = "stopping"
+    STOPPING = "stopping"        # being terminated
+    STOPPED = "stopped"          # shut off, stopped or suspended: runs no job, may still bill
     TERMINATED = "terminated"
     ERROR = "error"
 

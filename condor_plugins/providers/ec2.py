@@ -27,8 +27,8 @@ serves the user data and so the node's token, is out of reach of containers;
 contextualisation also firewalls it from non-root processes) and a
 ``ClientToken`` from the request token, so a retried RunInstances
 cannot launch twice; a create whose request token already has instances returns them
-(for clouds that ignore ClientToken).  A stopped instance is listed as ERROR, so the
-provisioner terminates it.  Messages hold no credentials or user data; botocore's DEBUG
+(for clouds that ignore ClientToken).  A stopping or stopped instance (a node that
+powered itself off with ``shutdown``) is STOPPED, so the provisioner terminates it.  Messages hold no credentials or user data; botocore's DEBUG
 log (request bodies, so the node's token) is capped at INFO unless a level was set.
 """
 
@@ -52,8 +52,9 @@ from .base import (TAG_ENTRY, TAG_REQUEST, AuthError, CapacityError, Instance, I
 log = logging.getLogger(__name__)
 
 USER_DATA_MAX = 16384  # bytes, before base64 (EC2 limit)
-STATES = {"pending": InstanceState.PENDING, "running": InstanceState.RUNNING, "stopping":
-          InstanceState.STOPPING, "shutting-down": InstanceState.STOPPING,
+STATES = {"pending": InstanceState.PENDING, "running": InstanceState.RUNNING,
+          "stopping": InstanceState.STOPPED, "stopped": InstanceState.STOPPED,
+          "shutting-down": InstanceState.STOPPING,
           "terminated": InstanceState.TERMINATED}
 AUTH = set("AuthFailure UnauthorizedOperation InvalidClientTokenId SignatureDoesNotMatch "
            "ExpiredToken RequestExpired IncompleteSignature MissingAuthenticationToken "
@@ -94,7 +95,7 @@ def to_instance(data: Mapping, entry: str, tags: Optional[Mapping[str, str]] = N
     found = {t["Key"]: t["Value"] for t in data.get("Tags") or []} or dict(tags or {})
     reason = ((data.get("StateReason") or {}).get("Message")
               or data.get("StateTransitionReason") or "")
-    if state is InstanceState.ERROR:
+    if state in (InstanceState.ERROR, InstanceState.STOPPED):
         reason = f"EC2 state {name or 'unknown'}" + (f": {reason}" if reason else "")
     launched = data.get("LaunchTime")
     return Instance(data["InstanceId"], found.get(TAG_ENTRY, entry), state,

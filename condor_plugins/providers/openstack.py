@@ -30,8 +30,9 @@ written ``:``, as Nova allows only letters, digits and ``-_:. ``; mapped back by
 A create first looks up its request token's servers (name filter, then metadata) and
 returns them if any; a failed POST is never repeated blindly, each attempt looks up first.
 Nova status BUILD is PENDING; ACTIVE, reboots, resizes and migrations are RUNNING; a server
-being deleted is STOPPING, DELETED/SOFT_DELETED TERMINATED; anything else (SHUTOFF,
-ERROR...) is ERROR with Nova's fault as the reason, so the provisioner terminates it.
+being deleted is STOPPING, DELETED/SOFT_DELETED TERMINATED; SHUTOFF (a node that powered
+itself off), SUSPENDED, PAUSED and SHELVED* are STOPPED; anything else (ERROR...) is ERROR
+with Nova's fault as the reason.  The provisioner terminates STOPPED and ERROR servers.
 Messages hold no password, secret, token or user data; keystoneauth's and novaclient's
 DEBUG logs (request bodies) are capped at INFO unless a level was set.
 
@@ -74,7 +75,9 @@ PAGE_SIZE = 500
 _P, _R, _T = InstanceState.PENDING, InstanceState.RUNNING, InstanceState.TERMINATED
 STATES = {"BUILD": _P, "REBUILD": _P, "ACTIVE": _R, "REBOOT": _R, "HARD_REBOOT": _R,
           "MIGRATING": _R, "RESIZE": _R, "VERIFY_RESIZE": _R, "REVERT_RESIZE": _R,
-          "PASSWORD": _R, "DELETED": _T, "SOFT_DELETED": _T}
+          "PASSWORD": _R, "DELETED": _T, "SOFT_DELETED": _T,
+          **dict.fromkeys(("SHUTOFF", "SUSPENDED", "PAUSED", "SHELVED", "SHELVED_OFFLOADED"),
+                          InstanceState.STOPPED)}
 CONFIG_DIRS = (".", "~/.config/openstack", "/etc/openstack")
 ENV_AUTH = ("auth_url username user_id password project_name project_id user_domain_name "
             "user_domain_id project_domain_name project_domain_id domain_name domain_id "
@@ -121,6 +124,8 @@ def to_instance(info: Mapping, entry: str) -> Instance:
     state = (InstanceState.STOPPING if info.get("OS-EXT-STS:task_state") == "deleting"
              else STATES.get(status, InstanceState.ERROR))
     reason = ""
+    if state is InstanceState.STOPPED:
+        reason = f"Nova status {status}"
     if state is InstanceState.ERROR:
         fault = (info.get("fault") or {}).get("message") or ""
         reason = scrub(f"Nova status {status or 'unknown'}" + (f": {fault}" if fault else ""))

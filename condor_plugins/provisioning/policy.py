@@ -4,9 +4,29 @@
 numbers; the same inputs give the same Plan.  Safety rules, in order:
 
 * a node that runs a job is never drained or terminated, and neither is a
-  joined node the collector does not show (it may run jobs);
-* if any observation failed this cycle, nothing is drained or terminated,
-  no instance is created and no record is dropped;
+  joined node the collector does not show (it may run jobs), with two
+  exceptions: an instance the cloud lists as STOPPED (it runs nothing), and a
+  LOST node (absent from a healthy collector for LOST_TIMEOUT, and no schedd
+  shows a job running there);
+* a failed observation holds only the decisions that depend on it:
+
+  ======================  =================================================
+  failed observation      held (everything else goes on)
+  ======================  =================================================
+  a schedd (or all)       the lost-node rule (running jobs unknown); an idle
+                          node waits 3x IDLE_TIMEOUT before its drain, as if
+                          idle jobs fitted it.  Creates use the demand of
+                          the schedds that answered (a lower bound).
+  entry E's listing       every record of E is kept unchanged; no create
+                          for E.  Other entries go on.
+  the collector           drains, JOIN_TIMEOUT and lost-node terminations,
+                          terminating drained or joined-ERROR nodes, and
+                          every create (free capacity unknown).  STOPPED,
+                          never-joined ERROR, REQUEST_TIMEOUT and
+                          terminate retries go on.
+  ======================  =================================================
+
+* no record is dropped unless its own entry's listing was read;
 * instances requested but not yet listed count toward the limits until
   REQUEST_TIMEOUT; listed instances with our tags that no record knows are
   adopted (restart safety);
@@ -65,7 +85,6 @@ class _Cycle:
         self.state, self.cfg, self.now = state, cfg, now
         self.entries = {e.name: e for e in cfg.entries}
         self.failed = state.failed_sources(self.entries)
-        self.ok = not self.failed
         grace_over = (state.collector_started is None
                       or now - state.collector_started >= cfg.collector_grace)
         self.absence_trusted = state.nodes_ok and grace_over
@@ -79,7 +98,7 @@ class _Cycle:
     def run(self) -> Plan:
         if self.failed:
             self.actions.append(Hold("", f"observation failed ({', '.join(self.failed)}): "
-                                         "no create, drain or terminate this cycle"))
+                                         "holding the decisions that depend on it"))
         records = fold_launches(self.state.records, self.state.outcomes, self.now)
         for outcome in self.state.outcomes:
             if isinstance(outcome, LaunchFailed):
@@ -88,8 +107,13 @@ class _Cycle:
         for rid in sorted(records):
             self._advance(records[rid])
         backoff = self._backoff()
-        if self.ok:
-            for entry in self.cfg.entries:
+        for entry in self.cfg.entries:
+            if entry.name not in self.listed:
+                self.actions.append(Hold(entry.name, "no create: the provider listing failed"))
+            elif not self.state.nodes_ok:
+                self.actions.append(Hold(entry.name, "no create: the collector query failed "
+                                                     "(free capacity unknown)"))
+            else:
                 self._scale_up(entry, backoff.get(entry.name))
         return Plan(tuple(self.actions), dict(sorted(self.records.items())), backoff)
 
@@ -106,19 +130,22 @@ class _Cycle:
     def _failure(self, entry: str, reason: str) -> None:
         self.failures.setdefault(entry, []).append(reason)
 
-    def _destroy(self, rec: InstanceRecord, action: Action, phase: Phase, reason: str) -> bool:
+    def _destroy(self, rec: InstanceRecord, action: Action, phase: Phase, reason: str,
+                 needs_collector: bool = True, guarded: bool = True) -> bool:
         """Emit a Drain/Terminate and move ``rec`` to ``phase``, unless a safety
         rule forbids it (then keep ``rec`` and say why).  The one way any
-        destructive action is made."""
+        destructive action is made.  ``guarded`` False: the instance runs no
+        job whatever the collector says (STOPPED, LOST)."""
         node = self._node(rec.id)
         held = None
-        if not self.ok:
-            held = "observation failed"
-        elif node is not None and node.busy_slots > 0:
+        if needs_collector and not self.state.nodes_ok:
+            held = "the collector query failed"
+        elif guarded and node is not None and node.busy_slots > 0:
             held = f"it runs {node.busy_slots} job(s)"
-        elif node is None and rec.joined is not None and rec.phase not in (
+        elif guarded and node is None and rec.joined is not None and rec.phase not in (
                 Phase.TERMINATING, Phase.FAILED):
-            held = "it joined but the collector does not show it (it may run jobs)"
+            held = ("the collector query failed" if not self.state.nodes_ok else
+                    "it joined but the collector does not show it (it may run jobs)")
         if held:
             verb = "drain" if isinstance(action, Drain) else "terminate"
             self.actions.append(Hold(rec.entry, f"not going to {verb} {rec.id} ({reason}): {held}"))
@@ -128,9 +155,12 @@ class _Cycle:
         self._keep(rec, phase=phase, reason=reason)
         return True
 
-    def _terminate(self, rec: InstanceRecord, reason: str, failure: bool = False) -> None:
+    def _terminate(self, rec: InstanceRecord, reason: str, failure: bool = False,
+                   needs_collector: bool = True, **kind) -> None:
         phase = Phase.FAILED if failure else Phase.TERMINATING
-        done = self._destroy(rec, Terminate(rec.entry, rec.id, reason, failure), phase, reason)
+        action = Terminate(rec.entry, rec.id, reason, failure, **kind)
+        done = self._destroy(rec, action, phase, reason, needs_collector,
+                             guarded=not kind)
         if done and failure:
             self._failure(rec.entry, f"{rec.id} {reason}")
 
@@ -157,16 +187,16 @@ class _Cycle:
             self._keep(rec)
             return
         if rec.phase is Phase.GONE:
-            if not self.ok:
-                self._keep(rec)
-            return
+            return  # reported once; its listing was read
         inst = listed.get(rec.id)
         if inst is None or inst.state is InstanceState.TERMINATED:
             self._vanished(rec, entry, inst is None)
+        elif inst.state is InstanceState.STOPPED:
+            self._stopped(rec, inst.reason or "stopped")
         elif inst.state is InstanceState.ERROR and rec.phase not in (Phase.FAILED,
                                                                      Phase.TERMINATING):
             self._terminate(rec, f"provider reports an error: {inst.reason or 'no reason given'}",
-                            failure=rec.joined is None)
+                            failure=rec.joined is None, needs_collector=rec.joined is not None)
         elif inst.state is InstanceState.STOPPING:
             if rec.phase not in (Phase.FAILED, Phase.TERMINATING):
                 self._keep(rec, phase=Phase.TERMINATING, reason="stopping (not asked by us)")
@@ -175,6 +205,19 @@ class _Cycle:
         else:
             self._running(rec, entry)
 
+    def _stopped(self, rec: InstanceRecord, why: str) -> None:
+        """Listed as STOPPED: it runs no job, so terminate at once (retried
+        every cycle while it stays listed; a boot failure if it never joined)."""
+        if rec.phase not in (Phase.FAILED, Phase.TERMINATING):
+            self._terminate(rec, f"stopped by itself ({why}): it can run no job",
+                            failure=rec.joined is None, needs_collector=False, stopped=True)
+        elif rec.since < self.now:
+            reason = f"still listed as stopped after terminate ({why}): retry"
+            self._destroy(rec, Terminate(rec.entry, rec.id, reason, stopped=True), rec.phase,
+                          reason, needs_collector=False, guarded=False)
+        else:
+            self._keep(rec)
+
     def _vanished(self, rec: InstanceRecord, entry: EntryConfig, unlisted: bool) -> None:
         if rec.phase is Phase.REQUESTED and unlisted:
             waited = self.now - rec.since
@@ -182,7 +225,7 @@ class _Cycle:
                 self._keep(rec)
             else:
                 self._terminate(rec, f"not in the provider listing {_age(waited)} after the "
-                                     "request", failure=True)
+                                     "request", failure=True, needs_collector=False)
         elif rec.phase in BOOTING_PHASES:
             self._keep(rec, phase=Phase.GONE, reason="terminated before it joined")
             self._failure(rec.entry, f"{rec.id} terminated before it joined")
@@ -206,7 +249,8 @@ class _Cycle:
             self._draining(rec, entry, node)
         elif rec.since < self.now:  # TERMINATING/FAILED and still listed as running
             reason = "still listed as running after terminate: retry"
-            self._destroy(rec, Terminate(rec.entry, rec.id, reason), rec.phase, reason)
+            self._destroy(rec, Terminate(rec.entry, rec.id, reason), rec.phase, reason,
+                          needs_collector=False)
         else:
             self._keep(rec)
 
@@ -222,21 +266,38 @@ class _Cycle:
 
     def _joined(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
         if node is None:
-            self._missing(rec)
+            self._missing(rec, entry)
         else:
             self._update_joined(rec, entry, node)
 
-    def _missing(self, rec: InstanceRecord) -> None:
-        """A joined node the collector does not show: keep it, note since when."""
-        if not self.state.nodes_ok:
+    def _missing(self, rec: InstanceRecord, entry: EntryConfig) -> None:
+        """A joined node the collector does not show: keep it, note since when;
+        LOST once absent for LOST_TIMEOUT with no job running there."""
+        if not self.absence_trusted:
             self._keep(rec)
             return
         since = rec.missing_since if rec.missing_since is not None else self.now
-        self._keep(rec, missing_since=since,
-                   reason=f"{rec.phase}, not in the collector for {_age(self.now - since)}")
+        absent = f"not in the collector for {_age(self.now - since)}"
+        rec = replace(rec, missing_since=since)
+        if self.now - since < entry.lost_timeout:
+            self._keep(rec, reason=f"{rec.phase}, {absent}")
+            return
+        running = self.state.running.get(rec.startd, 0) if rec.startd else None
+        if not self.state.demand_ok or running is None:
+            why = ("a schedd query failed" if not self.state.demand_ok
+                   else "its startd name is unknown")
+            self.actions.append(Hold(rec.entry, f"not going to terminate {rec.id} (lost: "
+                                     f"{absent}): {why}, so running jobs are unknown"))
+            self._keep(rec, reason=f"{rec.phase}, {absent}")
+        elif running:
+            self._keep(rec, reason=f"{rec.phase}, {absent}, but the schedds show {running} "
+                                   "job(s) running there")
+        else:
+            self._terminate(rec, f"lost: {absent} (LOST_TIMEOUT {_age(entry.lost_timeout)}) "
+                                 "and no schedd shows a job running there", lost=True)
 
     def _update_joined(self, rec: InstanceRecord, entry: EntryConfig, node: NodeInfo) -> None:
-        rec = replace(rec, missing_since=None)
+        rec = replace(rec, missing_since=None, startd=node.startd or rec.startd)
         if node.draining:
             self._keep(rec, phase=Phase.DRAINING, reason="draining (not asked by us)")
             return
@@ -251,8 +312,10 @@ class _Cycle:
         # them a while (up to 3x IDLE_TIMEOUT) before draining, so a burst does
         # not churn nodes. Jobs that never match this node cannot keep it forever.
         if fitting and idle < 3 * entry.idle_timeout:
-            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}, but {fitting} "
-                       "idle job(s) fit here (waiting for the negotiator)")
+            why = (f"{fitting} idle job(s) fit here (waiting for the negotiator)"
+                   if self.state.demand_ok else "demand is unknown (a schedd query failed): "
+                   "waiting up to 3x IDLE_TIMEOUT")
+            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}, but {why}")
         elif idle >= entry.idle_timeout:
             reason = f"idle for {_age(idle)} (IDLE_TIMEOUT {_age(entry.idle_timeout)})"
             self._destroy(rec, Drain(rec.entry, rec.id, reason), Phase.DRAINING, reason)
@@ -260,17 +323,18 @@ class _Cycle:
             self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}")
 
     def _fitting_jobs(self, entry: EntryConfig, node: NodeInfo) -> int:
-        """Idle jobs of ``entry``'s demand that fit in ``node``'s free resources."""
+        """Idle jobs of ``entry``'s demand that fit in ``node``'s free resources
+        (unknown demand: assume one does, so the node waits the longest)."""
         if not self.state.demand_ok:
-            return 0
+            return 1
         return sum(g.count for g in self.state.demand.get(entry.name, ())
                    if g.cpus <= node.idle_cpus and g.memory_mb <= node.idle_memory_mb)
 
     def _draining(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
         if node is None:
-            self._missing(rec)
+            self._missing(rec, entry)
             return
-        rec = replace(rec, missing_since=None)
+        rec = replace(rec, missing_since=None, startd=node.startd or rec.startd)
         if node.busy_slots > 0:
             self._keep(rec, reason=f"draining, {node.busy_slots} job(s) left")
             return

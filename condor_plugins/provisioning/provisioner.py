@@ -53,7 +53,8 @@ GROUP_BY = ["JobStatus", "JobUniverse", "RequestCpus", "RequestMemory", "Request
 UNCLUSTERED_ONE_BY_ONE = 2000
 #: Universes a cloud node never runs (scheduler, local).
 NOT_ON_NODES = (7, 12)
-SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudProviderEntry", "State",
+SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudRequestID", "CloudProviderEntry",
+              "State",
               "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining"]
 WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
 #: MyType of the provisioner's own ad in the collector.
@@ -160,6 +161,7 @@ class Provisioner:
         self.records, self.backoff, self.failures = load_state(self.state_file)
         self.cycles = 0
         self.failed_cycles = 0
+        self.lost = 0  # lost nodes terminated by this process
         self.last_plan: Optional[Plan] = None
         self._slot_ads: Dict[str, object] = {}
         self._request_ids: Dict[str, str] = {}  # request id -> cloud instance id
@@ -181,30 +183,63 @@ class Provisioner:
                         if str(err) else type(err).__name__)
             return False, default
 
-    def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
-        """Idle jobs per entry, by job shape; each shape matched once against the
-        entry's template machine ad.
+    def schedds(self):
+        """Demand per entry from every schedd that answers, running jobs per
+        startd name, and the names of the schedds that failed.
 
-        Fast path: count idle jobs per autocluster (a cheap grouped query on
-        integers) and take each autocluster's significant attributes from the
-        schedd's autocluster table; jobs not yet in an autocluster (submitted
-        since the last negotiation) are read one by one if they are few, else
-        everything is grouped on the full job shape (slower at 100k jobs)."""
+        Idle jobs are grouped by shape and each shape is matched once against
+        the entry's template machine ad.  Fast path: count idle jobs per
+        autocluster (a cheap grouped query on integers) and take each
+        autocluster's significant attributes from the schedd's autocluster
+        table; jobs not yet in an autocluster (submitted since the last
+        negotiation) are read one by one if they are few, else everything is
+        grouped on the full job shape (slower at 100k jobs)."""
         import htcondor2
         schedds = self._collector().locateAll(htcondor2.DaemonType.Schedd)
         if not schedds:
             raise RuntimeError("no schedd in the collector")
         shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
+        running: Dict[str, int] = {}
+        failed = []
         for ad in schedds:
-            schedd = htcondor2.Schedd(ad)
-            for row, count in self._idle_shapes(schedd):
+            name = ad.get("Name") or "?"
+            try:
+                schedd = htcondor2.Schedd(ad)
+                rows = self._idle_shapes(schedd)
+                hosts = self._running_hosts(schedd)
+            except Exception as err:  # this schedd is unknown; the others count
+                failed.append(name)
+                log.warning("Query of schedd %s failed: %s", name,
+                            str(err).splitlines()[0] if str(err) else type(err).__name__)
+                continue
+            for host, n in hosts.items():
+                running[host] = running.get(host, 0) + n
+            for row, count in rows:
                 shape = (max(1, _int(row.eval("RequestCpus"), 1)),
                          max(0, _int(row.eval("RequestMemory"), 0)))
-                for name, template in self.templates.items():
+                for entry, template in self.templates.items():
                     if count and template.matches(row):
-                        shapes[name][shape] = shapes[name].get(shape, 0) + count
-        return {name: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
-                for name, by in shapes.items()}
+                        shapes[entry][shape] = shapes[entry].get(shape, 0) + count
+        demand = {entry: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
+                  for entry, by in shapes.items()}
+        return demand, running, failed
+
+    def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
+        """Idle jobs per entry (all schedds; raises if any failed)."""
+        demand, _, failed = self.schedds()
+        if failed:
+            raise RuntimeError(f"schedd(s) {', '.join(failed)} failed")
+        return demand
+
+    @staticmethod
+    def _running_hosts(schedd) -> Dict[str, int]:
+        """Running jobs per startd name (``RemoteHost`` after the slot's ``@``)."""
+        out: Dict[str, int] = {}
+        for job in schedd.query("JobStatus == 2", ["RemoteHost"]):
+            host = str(job.get("RemoteHost") or "").partition("@")[2]
+            if host:
+                out[host] = out.get(host, 0) + 1
+        return out
 
     def _idle_shapes(self, schedd):
         """(ad with the job's matching attributes, idle job count) pairs."""
@@ -254,12 +289,11 @@ class Provisioner:
         info: Dict[str, dict] = {}
         slot_ads = {}
         for ad in ads:
-            iid = ad.get("CloudInstanceID")
-            if not isinstance(iid, str):
+            iid = self._instance_of(ad)
+            if iid is None:
                 continue
-            # A node that could not learn its cloud id advertises the request id.
-            iid = self._request_ids.get(iid, iid)
-            n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False})
+            n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
+                                      "startd": str(ad.get("Name") or "").partition("@")[2]})
             if ad.get("Draining") is True or ad.get("State") == "Drained":
                 n["draining"] = True
             if ad.get("State") == "Claimed":
@@ -270,10 +304,26 @@ class Provisioner:
             if ad.get("PartitionableSlot") or iid not in slot_ads:
                 slot_ads[iid] = ad
         self._slot_ads = slot_ads
-        nodes = {iid: NodeInfo(iid, n["busy"], n["cpus"], n["memory"], n["draining"])
-                 for iid, n in info.items()}
+        nodes = {iid: NodeInfo(iid, n["busy"], n["cpus"], n["memory"], n["draining"],
+                               startd=n["startd"]) for iid, n in info.items()}
         known = [t for t in started if isinstance(t, int)]
         return nodes, (float(min(known)) if known else None)
+
+    def _instance_of(self, ad) -> Optional[str]:
+        """The cloud id of the instance behind a slot ad.  Matched on
+        ``CloudRequestID``, the id the provisioner chose and tagged, through the
+        listings; the id the VM learned (``CloudInstanceID``) is only a fallback,
+        since on EC2-compatible clouds it may be the cloud's internal UUID."""
+        request = ad.get("CloudRequestID")
+        if isinstance(request, str) and request in self._request_ids:
+            return self._request_ids[request]
+        if isinstance(request, str) and request in self.records:
+            return request  # providers whose ids are the request ids (local)
+        iid = ad.get("CloudInstanceID")
+        if not isinstance(iid, str):
+            return request if isinstance(request, str) else None
+        # A node that could not learn its cloud id advertises the request id.
+        return self._request_ids.get(iid, iid)
 
     def listing(self, entry: str) -> Listing:
         tags = dict(owner_tags(self.cfg.pool, self.cfg.name), **{TAG_ENTRY: entry})
@@ -295,15 +345,17 @@ class Provisioner:
         self._request_ids = {req: iid for req, iid in self._request_ids.items()
                              if iid in listed or iid in self.records}
         self._request_ids.update((i.tags[TAG_REQUEST], iid) for iid, i in listed.items()
-                                 if i.tags.get(TAG_REQUEST, iid) != iid)
+                                 if TAG_REQUEST in i.tags)
         return listings
 
     def observe(self) -> ObservedState:
-        demand_ok, demand = self._observe("schedd(s)", self.demand, {})
+        reached, (demand, running, failed) = self._observe("schedd(s)", self.schedds,
+                                                           ({}, {}, ["all"]))
         listings = self.listings()
         nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
         return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
-                             demand=demand, demand_ok=demand_ok, listings=listings,
+                             demand=demand, demand_ok=reached and not failed,
+                             running=running, listings=listings,
                              nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
                              outcomes=tuple(self.failures))
 
@@ -386,8 +438,12 @@ class Provisioner:
 
     def terminate(self, action: Terminate) -> None:
         self.providers[action.entry].terminate([action.instance_id])
-        log.info("Terminated %s (entry %s)%s: %s", action.instance_id, action.entry,
-                 " as a failure" if action.failure else "", action.reason)
+        kind = (" as a failure" if action.failure else " as lost" if action.lost
+                else " (stopped)" if action.stopped else "")
+        if action.lost:
+            self.lost += 1
+        log.info("Terminated %s (entry %s)%s: %s", action.instance_id, action.entry, kind,
+                 action.reason)
 
     def act(self, plan: Plan, now: float, before: Mapping[str, InstanceRecord]) -> None:
         holds = set()
@@ -479,6 +535,7 @@ class Provisioner:
             "CloudEntries": ", ".join(e.name for e in self.cfg.entries),
             "NumInstances": sum(n for p, n in phases.items() if p is not Phase.GONE),
             "CyclesTotal": self.cycles, "CyclesFailed": self.failed_cycles,
+            "InstancesLost": self.lost,
             "LastCycleTime": int(self.last_cycle), "DaemonStartTime": int(self.started),
             "CycleInterval": self.cfg.cycle_interval,
             # A provisioner that stopped reporting disappears from the collector.

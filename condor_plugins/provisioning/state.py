@@ -51,6 +51,7 @@ class InstanceRecord:
     last_busy: Optional[float] = None     # last cycle it was seen running a job
     missing_since: Optional[float] = None  # joined node absent from the collector
     reason: str = ""                      # why it is in ``phase``
+    startd: str = ""                      # the node's startd name (job RemoteHost after @)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class NodeInfo:
     idle_memory_mb: int = 0
     draining: bool = False
     last_busy: Optional[float] = None    # last claim activity the node reports
+    startd: str = ""                     # startd name: slot Name after the "@"
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,11 @@ class ObservedState:
     entry without a listing) failed this cycle: its data is unknown."""
     records: Mapping[str, InstanceRecord] = field(default_factory=dict)
     backoff: Mapping[str, Backoff] = field(default_factory=dict)
+    #: Idle jobs per entry from the schedds that answered (a lower bound when
+    #: ``demand_ok`` is False); ``running``: running jobs per startd name.
     demand: Mapping[str, Tuple[JobGroup, ...]] = field(default_factory=dict)
-    demand_ok: bool = True
+    demand_ok: bool = True               # every schedd answered
+    running: Mapping[str, int] = field(default_factory=dict)
     listings: Mapping[str, Listing] = field(default_factory=dict)
     nodes: Mapping[str, NodeInfo] = field(default_factory=dict)
     nodes_ok: bool = True
@@ -156,6 +161,8 @@ class Terminate:
     instance_id: str
     reason: str
     failure: bool = False   # counted as a boot failure
+    lost: bool = False      # a lost node (counted, not a boot failure)
+    stopped: bool = False   # stopped by itself: no guard, and no drain first
 
 
 @dataclass(frozen=True)
