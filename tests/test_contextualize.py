@@ -150,6 +150,7 @@ def test_every_file_has_the_intended_owner_and_mode(tmp_path):
         "/etc/condor/config.d/50-cloud-worker.conf": ("root:root", "0644"),
         "/etc/condor/config.d/60-cloud-instance.conf": ("root:root", "0644"),
         "/etc/condor/tokens.d/cloud-worker": ("root:root", "0600"),
+        "/usr/libexec/condor/condor_cloud_node_control": ("root:root", "0755"),
     }
     files = written(parse(render_user_data(make_ctx(customised_param(tmp_path)))))
     assert {p: (o, m) for p, (o, m, _) in files.items()} == {
@@ -159,6 +160,7 @@ def test_every_file_has_the_intended_owner_and_mode(tmp_path):
         "/etc/condor/config.d/50-cloud-worker.conf": ("root:root", "0644"),
         "/etc/condor/config.d/60-cloud-instance.conf": ("root:root", "0644"),
         "/etc/condor/tokens.d/cloud-worker": ("root:root", "0600"),
+        "/usr/libexec/condor/condor_cloud_node_control": ("root:root", "0755"),
         "/etc/profile.d/site.sh": ("root:root", "0644"),
         "/etc/site-secret.key": ("root:root", "0600"),
         "/usr/local/bin/site-check": ("root:root", "0750"),
@@ -439,7 +441,8 @@ def test_file_contents_round_trip_property():
 def test_knob_table_is_disjoint_from_the_provisioner_table():
     assert not {k.name for k in ctxmod.KNOBS} & {k.name for k in config.KNOBS}
     for knob in ctxmod.KNOBS:
-        config.PARSERS[knob.type](knob.default)  # every default parses
+        if knob.default or knob.type == "str":  # empty: derived (MAX_LIFETIME)
+            config.PARSERS[knob.type](knob.default)  # every default parses
 
 
 def test_knobs_reach_the_provider_as_settings():
@@ -534,3 +537,19 @@ def test_spot_entries_advertise_cloud_interruptible(extra, expected):
 def test_bad_spot_setting_names_the_knob():
     with pytest.raises(ContextError, match="CLOUD_PLUGINS_EC2A_SPOT"):
         make_ctx({"CLOUD_PLUGINS_EC2A_SPOT": "maybe"})
+
+
+def test_node_control_knobs_are_checked_and_written():
+    """LEASE at least 3 cycles; MAX_LIFETIME defaults to, and may not exceed,
+    the worker token's lifetime; the values reach the node's instance file."""
+    ctx = make_ctx({"CLOUD_PLUGINS_WORKER_TOKEN_LIFETIME": "2d"})
+    assert ctx.max_lifetime == 2 * 86400 and ctx.lease == 1800
+    with pytest.raises(ContextError, match="CLOUD_PLUGINS_EC2A_MAX_LIFETIME.*WORKER_TOKEN"):
+        make_ctx({"CLOUD_PLUGINS_EC2A_MAX_LIFETIME": "8d"})
+    with pytest.raises(ContextError, match="CLOUD_PLUGINS_LEASE = 100.*3 provisioner cycles"):
+        make_ctx({"CLOUD_PLUGINS_LEASE": "100"})
+    files = written(parse(render_user_data(make_ctx({"CLOUD_PLUGINS_EC2A_LEASE": "1h"}))))
+    conf = files["/etc/condor/config.d/60-cloud-instance.conf"][2].decode()
+    assert "CLOUD_PLUGINS_LEASE = 3600" in conf and "CLOUD_PLUGINS_MAX_LIFETIME = 604800" in conf
+    script = files["/usr/libexec/condor/condor_cloud_node_control"][2].decode()
+    assert script.startswith("#!/bin/sh") and "CloudRetireRequests" in script

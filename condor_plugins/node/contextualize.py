@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import List, Mapping, Optional, Tuple
 
 from ..config import PREFIX, PARSERS, ConfigError
+from . import control
 
 __all__ = [
     "KNOBS", "ContextKnob", "CvmfsSettings", "CmsSettings", "ExtraFile", "InstanceContext",
@@ -135,6 +136,21 @@ KNOBS: Tuple[ContextKnob, ...] = (
     ContextKnob("POWEROFF_SCRIPT", "/sbin/poweroff", "str",
                 "Run on the node when HTCondor exits after an idle shutdown "
                 "(`CLOUD_PLUGINS_POWEROFF_SCRIPT`). `none`: just stop HTCondor.", False),
+    ContextKnob("CONTROL_PERIOD", "60", "duration",
+                "How often the node reads the provisioner's ad for retire requests and "
+                "the lease (`STARTD_CRON`, `CLOUD_PLUGINS_CONTROL_PERIOD`); at least 1 s.",
+                False),
+    ContextKnob("LEASE", "1800", "duration",
+                "A node that has not seen the provisioner's ad renewed for this long "
+                "retires by itself (no new job, running jobs finish, power-off): a dead "
+                "provisioner leaves nothing running. At least 3 cycles.", True),
+    ContextKnob("MAX_LIFETIME", "", "duration",
+                "The node retires by itself this long after its startd started. Empty: "
+                "the worker token's lifetime (`CLOUD_PLUGINS_WORKER_TOKEN_LIFETIME`), "
+                "which it may not exceed.", True),
+    ContextKnob("MAX_RETIRE_TIME", "86400", "duration",
+                "Once a node retires, how long its running jobs may take to finish before "
+                "they are vacated (`MAXJOBRETIREMENTTIME` on the node).", True),
     ContextKnob("PROTECT_METADATA", "true", "bool",
                 "Firewall the cloud's metadata service (169.254.169.254, which serves "
                 "the user data and so the node's token) from every process but root's, "
@@ -145,6 +161,14 @@ KNOBS: Tuple[ContextKnob, ...] = (
 )
 
 _KNOB = {k.name: k for k in KNOBS}
+
+
+def _duration(param: Mapping[str, str], name: str, default: str) -> int:
+    text = str(param.get(name) or "").strip() or default
+    try:
+        return int(PARSERS["duration"](text))
+    except ValueError as err:
+        raise ContextError(f"{name} = {text!r}: {err}") from None
 
 
 def _read(param: Mapping[str, str], entry: str, knob: ContextKnob) -> Tuple[str, str]:
@@ -216,6 +240,10 @@ class InstanceContext:
     shutdown_grace: int = 60
     #: Empty: no power-off, HTCondor just stops.
     poweroff_script: str = "/sbin/poweroff"
+    control_period: int = 60
+    lease: int = 1800
+    max_lifetime: int = 7 * 86400
+    max_retire_time: int = 86400
     #: Firewall the metadata service (it serves the token) from non-root processes.
     protect_metadata: bool = True
     #: None: the worker fragment's default (the central manager); empty: no CCB.
@@ -362,6 +390,8 @@ def _instance_conf(ctx: InstanceContext) -> str:
         ("IDLE_SHUTDOWN", str(ctx.idle_shutdown)),
         ("SHUTDOWN_GRACE", str(ctx.shutdown_grace)),
         ("POWEROFF_SCRIPT", ctx.poweroff_script),
+        ("CONTROL_PERIOD", str(ctx.control_period)), ("LEASE", str(ctx.lease)),
+        ("MAX_LIFETIME", str(ctx.max_lifetime)), ("MAX_RETIRE_TIME", str(ctx.max_retire_time)),
     ]
     if ctx.ccb_address is not None:
         values.append(("CCB_ADDRESS", ctx.ccb_address))
@@ -386,7 +416,8 @@ def _files(ctx: InstanceContext) -> List[_File]:
                            _site_local_config(ctx.cms).encode(), "0644"))
     files += [_File(WORKER_CONF, worker_fragment(), "0644"),
               _File(INSTANCE_CONF, _instance_conf(ctx).encode(), "0644"),
-              _File(TOKEN_FILE, (ctx.token + "\n").encode(), "0600")]
+              _File(TOKEN_FILE, (ctx.token + "\n").encode(), "0600"),
+              _File(control.SCRIPT_PATH, control.SCRIPT.encode(), "0755")]
     own = {f.path for f in files}
     for extra in ctx.extra_files:
         if extra.path in own:
@@ -629,6 +660,21 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
     if idle < 60:
         raise ContextError(f"{where} = {idle!r}: must be at least 60 seconds")
     _, grace = get("SHUTDOWN_GRACE")
+    where, period = get("CONTROL_PERIOD")
+    if period < 1:
+        raise ContextError(f"{where} = {period!r}: must be at least 1 second")
+    where, lease = get("LEASE")
+    cycle = _duration(param, PREFIX + "CYCLE_INTERVAL", "60")
+    if lease < 3 * cycle:
+        raise ContextError(f"{where} = {lease!r}: must be at least 3 provisioner cycles "
+                           f"({3 * cycle} s)")
+    token_life = _duration(param, PREFIX + "WORKER_TOKEN_LIFETIME", "7d")
+    where, lifetime = _read(param, entry, _KNOB["MAX_LIFETIME"])
+    lifetime = get("MAX_LIFETIME")[1] if lifetime else token_life
+    if lifetime > token_life:
+        raise ContextError(f"{where} = {lifetime!r}: must not exceed "
+                           f"{PREFIX}WORKER_TOKEN_LIFETIME ({token_life} s)")
+    _, retire_time = get("MAX_RETIRE_TIME")
     _, protect_metadata = get("PROTECT_METADATA")
     where, poweroff = get("POWEROFF_SCRIPT")
     if poweroff.lower() == "none":
@@ -668,6 +714,8 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
         interruptible=interruptible,
         provisioner=provisioner, entry=entry, idle_shutdown=idle, shutdown_grace=grace,
         poweroff_script=poweroff, ccb_address=ccb, protect_metadata=protect_metadata,
+        control_period=period, lease=lease, max_lifetime=lifetime,
+        max_retire_time=retire_time,
         cvmfs=CvmfsSettings(tuple(repos), proxy, quota),
         cms=CmsSettings(site, protocol, command, sd),
         extra_files=extra)

@@ -131,9 +131,18 @@ class LocalProvider(Provider):
         values.setdefault("CLOUD_PLUGINS_INSTANCE_ID", iid)
         # Never power off this machine when a local node stops itself.
         values["CLOUD_PLUGINS_POWEROFF_SCRIPT"] = ""
+        # The node-control script as written under the node's root.
+        from ..node.control import SCRIPT_PATH
+        script = workdir / "root" / SCRIPT_PATH.lstrip("/")
+        if script.is_file():
+            values["CLOUD_PLUGINS_NODE_CONTROL"] = str(script)
         collector = str(values.get("CLOUD_PLUGINS_CENTRAL_MANAGER") or _param("COLLECTOR_HOST"))
+        # Like a VM's HTCondor, read every other config.d file the user data wrote.
+        confd = workdir / "root" / "etc" / "condor" / "config.d"
+        extra = sorted(p for p in confd.glob("*.conf") if p != fragment) if confd.is_dir() else []
         node = ExecuteNode(workdir, iid, collector, cpus=spec.cpus, memory=spec.memory_mb,
-                           cloud_config=values, token=token, worker_fragment=fragment)
+                           cloud_config=values, token=token, worker_fragment=fragment,
+                           include=extra)
         try:
             node.start(timeout=30)
         except Exception as err:  # InstanceError carries log tails: keep it short

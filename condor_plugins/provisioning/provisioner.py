@@ -55,7 +55,9 @@ UNCLUSTERED_ONE_BY_ONE = 2000
 NOT_ON_NODES = (7, 12)
 SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudRequestID", "CloudProviderEntry",
               "State",
-              "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining"]
+              "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining",
+              # CloudRetiring (node control by pulling) and what it references
+              "CloudRetiring", "CloudRetireRequested", "CloudLeaseExpired", "DaemonStartTime"]
 WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
 #: MyType of the provisioner's own ad in the collector.
 AD_TYPE = "CloudProvisioner"
@@ -294,7 +296,8 @@ class Provisioner:
                 continue
             n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
                                       "startd": str(ad.get("Name") or "").partition("@")[2]})
-            if ad.get("Draining") is True or ad.get("State") == "Drained":
+            if (ad.get("Draining") is True or ad.get("State") == "Drained"
+                    or ad.eval("CloudRetiring") is True):
                 n["draining"] = True
             if ad.get("State") == "Claimed":
                 n["busy"] += 1
@@ -425,13 +428,12 @@ class Provisioner:
                                            check_expr=DRAIN_CHECK,
                                            reason=f"condor_cloud_provisioner: {action.reason}")
         except Exception as err:
-            # Not draining after all: back to the phase it had, idle clock restarted.
-            if before is not None and action.instance_id in self.records:
-                self.records[action.instance_id] = replace(
-                    before, last_busy=now, reason="drain refused or failed; idle clock restarted")
-            log.warning("Not draining %s (entry %s): the startd refused or could not be "
-                        "reached (%s); will retry after the idle timeout", action.instance_id,
-                        action.entry, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            # Real VMs refuse it (they cannot verify us): the node retires by
+            # pulling our ad's CloudRetireRequests instead (node/control.py).
+            log.info("Retiring %s (entry %s) by pulling: %s; the startd refused a direct "
+                     "drain or could not be reached (%s)", action.instance_id, action.entry,
+                     action.reason,
+                     str(err).splitlines()[0] if str(err) else type(err).__name__)
             return
         log.info("Draining %s (entry %s): %s", action.instance_id, action.entry,
                  action.reason)
@@ -536,6 +538,9 @@ class Provisioner:
             "NumInstances": sum(n for p, n in phases.items() if p is not Phase.GONE),
             "CyclesTotal": self.cycles, "CyclesFailed": self.failed_cycles,
             "InstancesLost": self.lost,
+            # Node control by pulling (condor_plugins.node.control): the request
+            # ids of the nodes to retire; LastCycleTime is the nodes' lease.
+            "CloudRetireRequests": " ".join(self.retire_requests()),
             "LastCycleTime": int(self.last_cycle), "DaemonStartTime": int(self.started),
             "CycleInterval": self.cfg.cycle_interval,
             # A provisioner that stopped reporting disappears from the collector.
@@ -547,6 +552,13 @@ class Provisioner:
             if phase is not Phase.GONE:
                 ad[f"Num{phase.value.capitalize()}"] = n
         return ad
+
+    def retire_requests(self) -> List[str]:
+        """Request ids of the instances being retired (phase DRAINING)."""
+        draining = {iid for iid, rec in self.records.items() if rec.phase is Phase.DRAINING}
+        out = {req for req, iid in self._request_ids.items() if iid in draining}
+        out |= {iid for iid in draining if iid not in self._request_ids.values()}
+        return sorted(out)
 
     def advertise(self) -> None:
         try:
