@@ -108,3 +108,28 @@ def test_provisioner_gone_every_node_retires_within_the_lease(site, tmp_path):
     assert all(a["NumJobStarts"] == 1 for a in ads), ads
     wait_for(lambda: not prov.running(), lease + 60, what="every node retired by itself")
     print(f"provisioner killed -> last node off: {time.monotonic() - killed:.1f} s")
+
+
+def test_a_worker_token_cannot_forge_the_provisioners_ad(condor, tmp_path):
+    """A stolen worker token cannot publish retire requests or renew the lease:
+    the collector refuses the generic ad (worker tokens carry no DAEMON level,
+    and COLLECTOR_REQUIREMENTS refuses a CloudProvisioner ad from a worker)."""
+    from conftest import worker_token
+    pool = site_pool(condor, "forge")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir(mode=0o700)
+    (tokens / "stolen").write_text(worker_token(pool, "vm1") + "\n")
+    (tokens / "stolen").chmod(0o600)
+    ad = tmp_path / "forged.ad"
+    ad.write_text('MyType = "CloudProvisioner"\nName = "prov-forged"\n'
+                  'CloudRetireRequests = "victim-1"\nLastCycleTime = 2000000000\n')
+    env = {"_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS",
+           "_CONDOR_SEC_TOKEN_DIRECTORY": str(tokens),
+           "_CONDOR_SEC_TOKEN_SYSTEM_DIRECTORY": str(tmp_path / "none")}
+    pool.run("condor_advertise", "UPDATE_AD_GENERIC", str(ad), check=False, env=env)
+    time.sleep(2)
+    assert not pool.collector().query(htcondor2.AdType.Any, 'Name == "prov-forged"', ["Name"])
+    # The same ad from the pool's own daemon identity is accepted (the test is not vacuous).
+    pool.run("condor_advertise", "UPDATE_AD_GENERIC", str(ad))
+    wait_for(lambda: pool.collector().query(htcondor2.AdType.Any, 'Name == "prov-forged"',
+                                            ["Name"]), 20, what="the daemon's ad")

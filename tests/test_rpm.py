@@ -274,7 +274,8 @@ def test_payload_imports_and_entry_points(payload, tmp_path):
 
 def test_unit(payload):
     text = (payload[0] / UNIT.lstrip("/")).read_text()
-    for line in ("Type=simple", "User=condor", "Restart=on-failure",
+    # Root: condor_token_create -key POOL reads the root-only pool signing key.
+    for line in ("Type=simple", "User=root", "NoNewPrivileges=true", "Restart=on-failure",
                  "ExecStart=/usr/libexec/condor/condor_cloud_provisioner",
                  "WantedBy=multi-user.target"):
         assert line in text.splitlines(), line
