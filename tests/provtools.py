@@ -56,7 +56,18 @@ class Prov:
             # The node's own idle shutdown is only a safety net here.
             f"CLOUD_PLUGINS_{e}_WORKER_IDLE_SHUTDOWN": 600,
         }
+        self.entries = [entry]
         self.configure(**(knobs or {}))
+
+    def add_entry(self, entry, **knobs):
+        """A second entry in this provisioner: ``entry``'s settings are a copy of
+        the first one's, with its own STATE_DIR, then ``knobs`` (short names)."""
+        first, e = f"CLOUD_PLUGINS_{self.entry.upper()}_", f"CLOUD_PLUGINS_{entry.upper()}_"
+        copied = {e + k[len(first):]: v for k, v in self.knobs.items() if k.startswith(first)}
+        copied[e + "STATE_DIR"] = self.dir.parent / f"n-{self.name}-{len(self.entries) + 1}"
+        copied.update({e + k: v for k, v in knobs.items()})
+        self.entries.append(entry)
+        self.configure(CLOUD_PLUGINS_PROVIDERS=" ".join(self.entries), **copied)
 
     def configure(self, **knobs):
         self.knobs.update({(k if k.startswith("CLOUD_PLUGINS_") else
@@ -93,14 +104,19 @@ class Prov:
         proc.send_signal(sig)
         return proc.wait(timeout)
 
-    def provider(self):
-        return LocalProvider(self.entry, {"STATE_DIR": str(self.state_dir)})
+    def provider(self, entry=None):
+        entry = entry or self.entry
+        state_dir = self.knobs[f"CLOUD_PLUGINS_{entry.upper()}_STATE_DIR"]
+        return LocalProvider(entry, {"STATE_DIR": str(state_dir)})
 
-    def running(self):
-        return [i.id for i in self.provider().list({}) if i.state is InstanceState.RUNNING]
+    def running(self, entry=None):
+        return [i.id for i in self.provider(entry).list({}) if i.state is InstanceState.RUNNING]
 
-    def instances(self):
-        return [i.id for i in self.provider().list({})]
+    def instances(self, entry=None):
+        return [i.id for i in self.provider(entry).list({})]
+
+    def node_dir(self, iid, entry=None):
+        return Path(self.provider(entry).state_dir) / iid
 
     def log_text(self):
         return self.log.read_text() if self.log.exists() else ""
@@ -110,10 +126,11 @@ class Prov:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-        if self.knobs.get(f"CLOUD_PLUGINS_{self.entry.upper()}_TYPE") != "local":
-            return
-        provider = self.provider()
-        provider.terminate([i.id for i in provider.list({})])
+        for entry in self.entries:
+            if self.knobs.get(f"CLOUD_PLUGINS_{entry.upper()}_TYPE") != "local":
+                continue
+            provider = self.provider(entry)
+            provider.terminate([i.id for i in provider.list({})])
 
 
 class ProvMaker:
@@ -138,10 +155,12 @@ class ProvMaker:
             prov.cleanup()
 
 
-def site_pool(condor, name):
-    """A site pool that admits cloud workers and applies the cloud mode."""
+def site_pool(condor, name, extra=""):
+    """A site pool that admits cloud workers and applies the cloud mode
+    (``extra``: more of its config)."""
     return condor.site_pool(name, extra_config=("CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
-                                                "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"))
+                                                "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"
+                                                + extra))
 
 
 def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None):
@@ -156,15 +175,30 @@ def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None):
     return pool.schedd().submit(sub, count=count).cluster()
 
 
-def history(pool, cluster):
-    return list(pool.schedd().history(f"ClusterId == {cluster}",
-                                      ["ProcId", "LastRemoteHost", "ExitCode", "NumJobStarts",
-                                       "JobStatus"]))
+def history(pool, cluster, schedd=None):
+    """``schedd``: the one to ask, when the collector lists more than the pool's."""
+    return list((schedd or pool.schedd()).history(
+        f"ClusterId == {cluster}",
+        ["ProcId", "LastRemoteHost", "ExitCode", "NumJobStarts", "JobStatus"]))
 
 
-def jobs_done(pool, cluster, count):
-    ads = [a for a in history(pool, cluster) if a.get("JobStatus") == 4]
+def jobs_done(pool, cluster, count, schedd=None):
+    ads = [a for a in history(pool, cluster, schedd) if a.get("JobStatus") == 4]
     return ads if len(ads) >= count else None
+
+
+def advertise_ghost_schedd(pool, name, address, lifetime=900):
+    """A schedd ad for ``name`` at ``address`` (where nothing answers) in ``pool``'s
+    collector, with the real schedd's version, so that a client gets as far as
+    connecting: every query of that schedd fails until the ad expires."""
+    real = pool.collector().locate(htcondor2.DaemonType.Schedd)
+    ad = pool.workdir / f"ghost-{name.partition('@')[0]}.ad"
+    ad.write_text(f'MyType = "Scheduler"\nName = "{name}"\nMachine = "{name.partition("@")[2]}"\n'
+                  f'MyAddress = "<{address}>"\nScheddIpAddr = "<{address}>"\n'
+                  f'CondorVersion = "{real["CondorVersion"]}"\n'
+                  f'CondorPlatform = "{real["CondorPlatform"]}"\n'
+                  f'ClassAdLifetime = {lifetime}\n')
+    pool.run("condor_advertise", "UPDATE_SCHEDD_AD", str(ad))
 
 
 def node_of(host):

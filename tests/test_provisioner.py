@@ -9,6 +9,7 @@ the schedd's history, what runs from the provider's instance directories.
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -17,10 +18,11 @@ import time
 import htcondor2
 import pytest
 
-from condor_plugins.localpool import wait_for
+from condor_plugins.localpool import processes_using, wait_for
 from condor_plugins.providers.base import InstanceState
 from condor_plugins.providers.local import LocalProvider
-from provtools import ENTRY, ProvMaker, jobs_done, site_pool, node_of, submit, token_claims, watch
+from provtools import (ENTRY, ProvMaker, advertise_ghost_schedd, history, jobs_done, site_pool,
+                       node_of, submit, token_claims, watch)
 
 pytestmark = pytest.mark.integration
 
@@ -236,6 +238,141 @@ def test_node_that_never_joins_is_terminated_and_the_entry_backs_off(site, tmp_p
                         / "provisioner-state.json").read_text())
     assert state["backoff"][ENTRY]["failures"] == 1
     assert "did not join" in state["backoff"][ENTRY]["reason"]
+
+
+def _signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _startd_ads(pool, iid):
+    return pool.collector().query(htcondor2.AdType.Startd, f'CloudInstanceID == "{iid}"',
+                                  ["Name", "Draining", "State"])
+
+
+def test_hung_node_is_terminated_as_lost_and_the_healthy_one_is_kept(condor, request, tmp_path):
+    """A node whose HTCondor is frozen (SIGSTOP of all its processes: a hung VM)
+    drops out of the collector. Once it has been absent for LOST_TIMEOUT, with no
+    job running there, it is terminated as lost and counted (InstancesLost), while
+    the healthy node of the same entry is neither drained nor terminated."""
+    # Stale ads leave the site collector within ~2x CLASSAD_LIFETIME (nodes update every 2 s).
+    pool = site_pool(condor, "lost", extra="CLASSAD_LIFETIME = 15\n")
+    make = ProvMaker(pool, condor.base, request.node.name)
+    hung_dir = None
+    try:
+        prov = make(IDLE_TIMEOUT=3600, LOST_TIMEOUT=60)
+        cluster = submit(pool, tmp_path, 2, 1, cpus=2)  # one job per 2-core node: two nodes
+        proc = prov.start()
+        seen = set()
+        ads = watch(prov, lambda: jobs_done(pool, cluster, 2), 120, "2 jobs done", seen=seen)
+        nodes = sorted(prov.running())
+        assert len(nodes) == 2 and {node_of(a["LastRemoteHost"]) for a in ads} == set(nodes)
+        hung, healthy = nodes
+        hung_dir = prov.node_dir(hung)
+        frozen = processes_using(str(hung_dir))
+        assert len(frozen) >= 2, frozen  # at least the master and the startd
+        _signal_all(frozen, signal.SIGSTOP)
+        t_stop = time.monotonic()
+
+        def healthy_untouched():
+            assert healthy in prov.running(), "the healthy node was terminated"
+            slots = _startd_ads(pool, healthy)
+            assert slots and not any(s.get("Draining") for s in slots), slots
+
+        def gone():
+            healthy_untouched()
+            return not _startd_ads(pool, hung)
+        watch(prov, gone, 60, "the hung node's ads gone from the collector")
+        t_gone = time.monotonic()
+        line = re.compile(rf"Terminated {hung} \(entry {ENTRY}\) as lost: lost: not in the "
+                          r"collector for (\d+)s \(LOST_TIMEOUT 60s\)")
+
+        def lost():
+            healthy_untouched()
+            return line.search(prov.log_text())
+        found = watch(prov, lost, 100, "the hung node terminated as lost")
+        t_lost = time.monotonic()
+        assert int(found.group(1)) >= 60 and t_lost - t_gone >= 55, (found.group(0),
+                                                                     t_lost - t_gone)
+        assert hung not in prov.instances() and not processes_using(str(hung_dir))
+        own = wait_for(lambda: pool.collector().query(
+            htcondor2.AdType.Any, f'MyType == "CloudProvisioner" && Name == "prov-{prov.name}" '
+            "&& InstancesLost == 1", ["InstancesLost"]), 30, what="InstancesLost == 1 advertised")
+        assert own[0]["InstancesLost"] == 1
+        healthy_untouched()
+        assert prov.stop(proc) == 0
+        text = prov.log_text()
+        assert f"Draining {healthy}" not in text and f"Terminated {healthy}" not in text, text
+        assert text.count(" as lost") == 1, text
+        print(f"hung node: ads gone {t_gone - t_stop:.0f}s after SIGSTOP, "
+              f"terminated {t_lost - t_stop:.0f}s after")
+    finally:
+        if hung_dir is not None:  # nothing stays frozen, whatever happened
+            _signal_all(processes_using(str(hung_dir)), signal.SIGCONT)
+        make.cleanup()
+
+
+def test_one_unreachable_schedd_holds_only_what_depends_on_it(condor, request, tmp_path):
+    """A second schedd that never answers (its ad points at a dead port) for the
+    whole test: each cycle logs its failed query, yet an instance that never joins
+    is still terminated after JOIN_TIMEOUT, the busy node is neither drained nor
+    terminated, and its job runs once, to the end."""
+    pool = site_pool(condor, "psf")
+    make = ProvMaker(pool, condor.base, request.node.name)
+    try:
+        prov = make(MAX_INSTANCES=1)
+        # A second entry whose nodes report to a dead collector: they never join.
+        prov.add_entry("local2", JOIN_TIMEOUT=10, BACKOFF_INITIAL=3600,
+                       WORKER_CENTRAL_MANAGER=f"127.0.0.1:{_dead_port()}")
+        schedd = pool.schedd()  # the real one, found before the ghost is advertised
+        cluster = submit(pool, tmp_path, 1, 60, cpus=2)
+        ghost = "ghost@nowhere.invalid"
+        advertise_ghost_schedd(pool, ghost, f"127.0.0.1:{_dead_port()}")
+        assert len(pool.collector().locateAll(htcondor2.DaemonType.Schedd)) == 2
+        proc = prov.start()
+        t0 = time.monotonic()
+        # Both entries see the job: each creates one instance.
+        never = watch(prov, lambda: prov.instances("local2"), 60, "the local2 instance",
+                      cap=1)[0]
+        watch(prov, lambda: "did not join the pool within 10s" in prov.log_text(), 60,
+              "the join timeout despite the failed schedd", cap=1)
+        t_join = time.monotonic()
+        watch(prov, lambda: not prov.instances("local2"), 30, "the never-joined instance gone",
+              cap=1)
+        assert re.search(rf"Terminated {never} \(entry local2\) as a failure: did not join",
+                         prov.log_text())
+        running = watch(prov, lambda: schedd.query(f"ClusterId == {cluster} && JobStatus == 2",
+                                                   ["RemoteHost"]), 60, "the job running", cap=1)
+        busy = node_of(running[0]["RemoteHost"])
+        assert prov.running() == [busy]
+
+        def done():
+            if not jobs_done(pool, cluster, 1, schedd):
+                assert prov.running() == [busy], "the busy node was terminated"
+                slots = _startd_ads(pool, busy)
+                assert slots and not any(s.get("Draining") for s in slots), slots
+                return False
+            return True
+        watch(prov, done, 90, "the job done", cap=1)
+        t_done = time.monotonic()
+        assert prov.stop(proc) == 0
+        [ad] = history(pool, cluster, schedd)
+        assert ad["ExitCode"] == 0 and ad["NumJobStarts"] == 1, dict(ad)
+        assert node_of(ad["LastRemoteHost"]) == busy
+        text = prov.log_text()
+        failures = len(re.findall(rf"Query of schedd {re.escape(ghost)} failed: .*Failed to connect", text))
+        assert failures >= 10, text[-4000:]  # every cycle, for the whole test
+        assert f"Draining {busy}" not in text and f"Terminated {busy}" not in text, text
+        # One instance of local2 only: after its failure the entry backs off.
+        assert not prov.instances("local2")
+        assert len(re.findall(r"Created .*\(entry local2\)", text)) == 1, text
+        print(f"join timeout logged {t_join - t0:.0f}s after start, job done after "
+              f"{t_done - t0:.0f}s, {failures} failed queries of the ghost")
+    finally:
+        make.cleanup()
 
 
 def test_runs_under_condor_master_and_logs_there(condor):
