@@ -364,7 +364,8 @@ def test_one_unreachable_schedd_holds_only_what_depends_on_it(condor, request, t
         assert node_of(ad["LastRemoteHost"]) == busy
         text = prov.log_text()
         failures = len(re.findall(rf"Query of schedd {re.escape(ghost)} failed: .*Failed to connect", text))
-        assert failures >= 10, text[-4000:]  # every cycle, for the whole test
+        # Failed every cycle for the whole test (~60 cycles); logged once while it holds.
+        assert failures == 1 and t_done - t0 > 30, text[-4000:]
         assert f"Draining {busy}" not in text and f"Terminated {busy}" not in text, text
         # One instance of local2 only: after its failure the entry backs off.
         assert not prov.instances("local2")

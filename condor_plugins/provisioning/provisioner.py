@@ -164,6 +164,7 @@ class Provisioner:
         self.cycles = 0
         self.failed_cycles = 0
         self.lost = 0  # lost nodes terminated by this process
+        self._failed_schedds: set = set()
         self.last_plan: Optional[Plan] = None
         self._slot_ads: Dict[str, object] = {}
         self._request_ids: Dict[str, str] = {}  # request id -> cloud instance id
@@ -211,8 +212,10 @@ class Provisioner:
                 hosts = self._running_hosts(schedd)
             except Exception as err:  # this schedd is unknown; the others count
                 failed.append(name)
-                log.warning("Query of schedd %s failed: %s", name,
-                            str(err).splitlines()[0] if str(err) else type(err).__name__)
+                # Once while it fails (then at debug level), and again when it recovers.
+                log.log(logging.DEBUG if name in self._failed_schedds else logging.WARNING,
+                        "Query of schedd %s failed: %s", name,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
                 continue
             for host, n in hosts.items():
                 running[host] = running.get(host, 0) + n
@@ -224,6 +227,9 @@ class Provisioner:
                         shapes[entry][shape] = shapes[entry].get(shape, 0) + count
         demand = {entry: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
                   for entry, by in shapes.items()}
+        for name in sorted(self._failed_schedds - set(failed)):
+            log.info("Query of schedd %s works again", name)
+        self._failed_schedds = set(failed)
         return demand, running, failed
 
     def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
@@ -506,6 +512,9 @@ class Provisioner:
                     Phase.DRAINING, Phase.TERMINATING, Phase.FAILED):
                 log.info("%s (entry %s): %s -> %s, %s", iid, rec.entry, old.phase, rec.phase,
                          rec.reason)
+            elif old is not None and (old.missing_since is None) != (rec.missing_since is None):
+                log.info("%s (entry %s): %s", iid, rec.entry, rec.reason if rec.missing_since
+                         is not None else f"{rec.phase}, back in the collector")
         for iid in set(before) - set(after):
             log.info("%s (entry %s): forgotten (%s)", iid, before[iid].entry,
                      before[iid].reason)
