@@ -155,6 +155,26 @@ class ProvMaker:
             prov.cleanup()
 
 
+def no_inbound_admin(base: Path) -> Path:
+    """A USER_DATA_TEMPLATE_DIR whose config file makes a node refuse every
+    administrative command, as a real VM that cannot verify the provisioner."""
+    conf = Path(base) / "no-inbound-admin" / "etc" / "condor" / "config.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "70-no-inbound-admin.conf").write_text("DENY_ADMINISTRATOR = *\n")
+    return conf.parents[2]
+
+
+def refused_drains(*dirs):
+    """StartLog lines of nodes under ``dirs`` that refused an administrative
+    command (the provisioner's drain) for lack of permission."""
+    out = []
+    for d in dirs:
+        for log in Path(d).rglob("StartLog*"):
+            out += [line for line in log.read_text(errors="replace").splitlines()
+                    if "PERMISSION DENIED" in line and "ADMINISTRATOR" in line]
+    return out
+
+
 def site_pool(condor, name, extra=""):
     """A site pool that admits cloud workers and applies the cloud mode
     (``extra``: more of its config)."""

@@ -22,11 +22,12 @@ import pytest
 pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 import boto3  # noqa: E402
+import htcondor2  # noqa: E402
 
 from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_ENTRY, TAG_PROVISIONER, TAG_REQUEST  # noqa: E402
 from hypervisor import EC2Api, Hypervisor  # noqa: E402
-from provtools import ProvMaker, jobs_done, node_of, site_pool, submit  # noqa: E402
+from provtools import ProvMaker, jobs_done, no_inbound_admin, refused_drains, node_of, site_pool, submit  # noqa: E402
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")]
@@ -57,11 +58,13 @@ def aws(monkeypatch, moto_url):
 
 
 @pytest.fixture
-def site(condor, request, aws, moto_url):
+def site(condor, request, aws, moto_url, tmp_path):
+    """Nodes refuse inbound administration, as real VMs do: they retire by pulling."""
     pool = site_pool(condor, "ec2e")
     make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
         "TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1", "IMAGE": aws[1],
-        "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1})
+        "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1,
+        "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path)})
     yield pool, make
     make.cleanup()
 
@@ -143,7 +146,8 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
         status = cli(prov, "status") + cli(prov, "status", "--json")
         assert all(iid in status for iid in launched)
         userdata = cli(prov, "userdata", ENTRY)
-        # Scale-down: drained, terminated through the API, and the hypervisor stops the node.
+        # Scale-down by pulling: each node retires itself and powers off
+        # (terminating its instance, as EC2's shutdown behaviour "terminate" does).
         wait_for(lambda: not instances(client, prov), 120, interval=1,
                  what="every EC2 instance terminated")
         wait_for(lambda: set(hv.stopped) == set(launched) and not hv.running(), 60,
@@ -151,9 +155,10 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
         assert not processes_using(str(hv.state_dir))
         assert prov.stop(proc) == 0
         text = prov.log_text()
-        assert "Created i-" in text and "Terminated i-" in text and "Draining i-" in text
+        assert "Created i-" in text and "by pulling" in text and "Draining i-" not in text
         assert "did not join" not in text and "as a failure" not in text
-        assert not hv.powered_off  # the provisioner retired them, not their idle shutdown
+        assert set(hv.powered_off) == set(launched)  # each retired itself and powered off
+        assert refused_drains(hv.state_dir), "no node logged a refused drain"
         # Secrets: no token and no AWS secret in any log, status output or command line.
         tokens = hv.tokens()
         assert len(tokens) == len(launched)

@@ -15,7 +15,7 @@ import htcondor2
 import pytest
 
 from condor_plugins.localpool import wait_for
-from provtools import ProvMaker, history, jobs_done, site_pool, submit, watch
+from provtools import ProvMaker, history, refused_drains, jobs_done, no_inbound_admin, site_pool, submit, watch
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +23,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def site(condor, request, tmp_path):
     pool = site_pool(condor, "pull")
-    template = tmp_path / "template"
-    conf = template / "etc" / "condor" / "config.d"
-    conf.mkdir(parents=True)
-    (conf / "70-no-inbound-admin.conf").write_text("DENY_ADMINISTRATOR = *\n")
     make = ProvMaker(pool, condor.base, request.node.name, settings={
-        "USER_DATA_TEMPLATE_DIR": template, "WORKER_CONTROL_PERIOD": 1,
+        "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path), "WORKER_CONTROL_PERIOD": 1,
         "DRAIN_TIMEOUT": 600})
     yield pool, make
     make.cleanup()
@@ -47,16 +43,12 @@ def test_idle_nodes_retire_by_pulling_while_inbound_admin_is_refused(site, tmp_p
     proc = prov.start()
     seen = set()
     watch(prov, lambda: jobs_done(pool, cluster, 4), 120, "4 jobs done", seen=seen)
-    # From the provisioner's side, administration of a node is refused.
-    iid = sorted(seen)[0]
-    name = slot(pool, iid, ["Machine", "Name"])
-    if name is not None:
-        res = pool.run("condor_drain", "-graceful", name["Machine"], check=False)
-        assert res.returncode != 0, res.stdout + res.stderr
     # Every node retires by pulling: no new job, HTCondor stops ("power-off").
     watch(prov, lambda: not prov.running(), 90, "every node retired by itself", seen=seen)
     text = prov.log_text()
     assert "by pulling" in text and "Draining " not in text, text[-3000:]
+    # The provisioner's direct drain was refused by the nodes themselves.
+    assert refused_drains(prov.state_dir), "no node logged a refused drain"
     wait_for(lambda: not prov.instances() or all(
         i not in prov.running() for i in prov.instances()), 30, what="no instance running")
     assert all(a["NumJobStarts"] == 1 for a in history(pool, cluster))

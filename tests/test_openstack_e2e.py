@@ -20,7 +20,7 @@ from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_PROVISIONER  # noqa: E402
 from hypervisor import Hypervisor, NovaApi  # noqa: E402
 from nova_emulator import NovaEmulator  # noqa: E402
-from provtools import ProvMaker, jobs_done, node_of, site_pool, submit  # noqa: E402
+from provtools import ProvMaker, jobs_done, no_inbound_admin, refused_drains, node_of, site_pool, submit  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +35,13 @@ def nova():
 
 
 @pytest.fixture
-def site(condor, request, nova):
+def site(condor, request, nova, tmp_path):
+    """Nodes refuse inbound administration, as real VMs do: they retire by pulling."""
     pool = site_pool(condor, "os")
     make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
         "TYPE": "openstack", "IMAGE": "el9-condor-worker", "INSTANCE_TYPE": "m1.small",
-        "NETWORK": "private", "MAX_ATTEMPTS": 1},
+        "NETWORK": "private", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1,
+        "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path)},
         env=dict(nova.os_environ(), NO_PROXY="127.0.0.1,localhost"))
     yield pool, make
     make.cleanup()
@@ -79,15 +81,18 @@ def test_servers_boot_from_user_data_join_run_jobs_and_are_deleted(site, nova, c
         assert status.returncode == 0, status.stderr
         rows = {r["id"]: r for r in json.loads(status.stdout)["instances"]}
         assert launched <= set(rows)
-        # Scale-down: the servers are deleted through the API; the nodes stop.
+        # Scale-down by pulling: each node retires itself and powers off (SHUTOFF,
+        # which Nova keeps); the provisioner deletes the shut-off servers.
         wait_for(lambda: not servers(nova, prov), 120, interval=1, what="every server deleted")
+        assert set(hv.powered_off) == launched
+        assert refused_drains(hv.state_dir), "no node logged a refused drain"
         wait_for(lambda: set(hv.stopped) == launched and not hv.running(), 60,
                  what="every node stopped")
         assert not processes_using(str(hv.state_dir))
         assert nova.count(NovaEmulator.CREATE) == len(launched)
         assert prov.stop(proc) == 0
         text = prov.log_text()
-        assert "Created " in text and "Terminated " in text
+        assert "Created " in text and "by pulling" in text and "(stopped)" in text
         for token in hv.tokens() + [nova.password]:
             assert token not in text and token not in status.stdout
     finally:
