@@ -293,3 +293,31 @@ def test_instance_stopped_by_itself_is_terminated_and_the_entry_bursts_again(
         assert "as a failure" not in text and "backing off" not in text
     finally:
         hv.stop()
+
+
+def test_provisioner_gone_every_vm_retires_within_the_lease(site, aws, moto_url, condor,
+                                                            tmp_path):
+    """SIGKILL the provisioner mid-burst and never restart it: running jobs
+    finish exactly once, then every VM retires by itself when the lease runs out
+    and powers off, which terminates it: EC2 ends with no running instance."""
+    pool, make = site
+    client, _ = aws
+    prov = make(IDLE_TIMEOUT=600, LEASE=8, WORKER_IDLE_SHUTDOWN=600)
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
+                    condor.base / f"hv-{prov.name}").start()
+    try:
+        cluster = submit(pool, tmp_path, 4, 12)
+        proc = prov.start()
+        wait_for(lambda: len(hv.running()) == 2 and pool.schedd().query(
+            "JobStatus == 2", ["ProcId"]), 120, interval=1, what="jobs running on 2 VMs")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        launched = set(instances(client, prov))
+        ads = wait_for(lambda: jobs_done(pool, cluster, 4), 120, interval=1,
+                       what="every job done")
+        assert all(a["NumJobStarts"] == 1 for a in ads), ads
+        wait_for(lambda: not instances(client, prov), 120, interval=1,
+                 what="every instance terminated by its own power-off")
+        assert set(hv.powered_off) == launched
+    finally:
+        hv.stop()

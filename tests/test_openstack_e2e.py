@@ -148,3 +148,30 @@ def test_server_shut_off_by_itself_is_deleted_and_the_entry_bursts_again(site, n
         assert "Nova status SHUTOFF" in text and "as a failure" not in text
     finally:
         hv.stop()
+
+
+def test_provisioner_gone_every_server_shuts_off_within_the_lease(site, nova, condor,
+                                                                  tmp_path):
+    """SIGKILL the provisioner mid-burst and never restart it: running jobs
+    finish exactly once, then every server retires by itself when the lease
+    runs out and powers off (SHUTOFF: nothing runs; a provisioner that comes
+    back deletes them)."""
+    pool, make = site
+    prov = make(IDLE_TIMEOUT=600, LEASE=8, WORKER_IDLE_SHUTDOWN=600)
+    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"}),
+                    condor.base / f"hv-{prov.name}").start()
+    try:
+        cluster = submit(pool, tmp_path, 4, 12)
+        proc = prov.start()
+        wait_for(lambda: len(hv.running()) == 2 and pool.schedd().query(
+            "JobStatus == 2", ["ProcId"]), 120, interval=1, what="jobs running on 2 servers")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        ads = wait_for(lambda: jobs_done(pool, cluster, 4), 120, interval=1,
+                       what="every job done")
+        assert all(a["NumJobStarts"] == 1 for a in ads), ads
+        wait_for(lambda: set(servers(nova, prov).values()) == {"SHUTOFF"}, 120, interval=1,
+                 what="every server shut off by itself")
+        assert set(hv.powered_off) == set(servers(nova, prov))
+    finally:
+        hv.stop()
