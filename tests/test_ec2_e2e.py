@@ -63,7 +63,7 @@ def site(condor, request, aws, moto_url, tmp_path):
     pool = site_pool(condor, "ec2e")
     make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
         "TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1", "IMAGE": aws[1],
-        "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1,
+        "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1, "SHUTDOWN_GRACE": 5,
         "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path)})
     yield pool, make
     make.cleanup()

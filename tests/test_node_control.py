@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def site(condor, request, tmp_path):
     pool = site_pool(condor, "pull")
     make = ProvMaker(pool, condor.base, request.node.name, settings={
-        "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path), "WORKER_CONTROL_PERIOD": 1,
+        "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path), "WORKER_CONTROL_PERIOD": 1, "SHUTDOWN_GRACE": 5,
         "DRAIN_TIMEOUT": 600})
     yield pool, make
     make.cleanup()

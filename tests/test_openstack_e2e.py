@@ -40,7 +40,7 @@ def site(condor, request, nova, tmp_path):
     pool = site_pool(condor, "os")
     make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
         "TYPE": "openstack", "IMAGE": "el9-condor-worker", "INSTANCE_TYPE": "m1.small",
-        "NETWORK": "private", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1,
+        "NETWORK": "private", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1, "SHUTDOWN_GRACE": 5,
         "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path)},
         env=dict(nova.os_environ(), NO_PROXY="127.0.0.1,localhost"))
     yield pool, make
