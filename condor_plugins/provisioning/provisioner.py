@@ -3,7 +3,7 @@
 Each cycle observes (demand from the schedds, supply from the providers and the
 collector), plans with the pure policy, and acts (create, drain, terminate),
 logging every action with its reason.  An observation that fails is marked
-not-ok (the policy then destroys nothing); a cycle never raises.  What the
+not-ok (the policy then holds what depends on it); a cycle never raises.  What the
 provisioner remembers is a JSON state file (``$(SPOOL)/cloud_plugins/
 provisioner-state.json``), written atomically after every create, so a restart
 (even after SIGKILL) neither double-provisions nor orphans: anything missing
@@ -54,8 +54,7 @@ UNCLUSTERED_ONE_BY_ONE = 2000
 #: Universes a cloud node never runs (scheduler, local).
 NOT_ON_NODES = (7, 12)
 SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudRequestID", "CloudProviderEntry",
-              "State",
-              "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining",
+              "State", "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining",
               # CloudRetiring (node control by pulling) and what it references
               "CloudRetiring", "CloudRetireRequested", "CloudLeaseExpired", "DaemonStartTime"]
 WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
@@ -82,6 +81,12 @@ def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, 
         "CloudProviderEntry": entry.name})
     ad["Requirements"] = classad2.ExprTree("true")
     return ad
+
+
+def _startd_name(slot_name) -> str:
+    """The startd's name in a slot's Name or a job's RemoteHost (after the
+    slot's "@"): how running jobs and nodes are matched."""
+    return str(slot_name or "").partition("@")[2]
 
 
 def _int(value, default: int) -> int:
@@ -244,7 +249,7 @@ class Provisioner:
         """Running jobs per startd name (``RemoteHost`` after the slot's ``@``)."""
         out: Dict[str, int] = {}
         for job in schedd.query("JobStatus == 2", ["RemoteHost"]):
-            host = str(job.get("RemoteHost") or "").partition("@")[2]
+            host = _startd_name(job.get("RemoteHost"))
             if host:
                 out[host] = out.get(host, 0) + 1
         return out
@@ -301,7 +306,7 @@ class Provisioner:
             if iid is None:
                 continue
             n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
-                                      "startd": str(ad.get("Name") or "").partition("@")[2]})
+                                      "startd": _startd_name(ad.get("Name"))})
             if (ad.get("Draining") is True or ad.get("State") == "Drained"
                     or ad.eval("CloudRetiring") is True):
                 n["draining"] = True
@@ -566,7 +571,8 @@ class Provisioner:
         """Request ids of the instances being retired (phase DRAINING)."""
         draining = {iid for iid, rec in self.records.items() if rec.phase is Phase.DRAINING}
         out = {req for req, iid in self._request_ids.items() if iid in draining}
-        out |= {iid for iid in draining if iid not in self._request_ids.values()}
+        mapped = set(self._request_ids.values())
+        out |= {iid for iid in draining if iid not in mapped}
         return sorted(out)
 
     def advertise(self) -> None:
