@@ -96,9 +96,9 @@ SEC_PASSWORD_DIRECTORY = $(LOCAL_DIR)/passwords.d
 SEC_TOKEN_SYSTEM_DIRECTORY = $(LOCAL_DIR)/tokens.d
 SEC_TOKEN_DIRECTORY = $(LOCAL_DIR)/tokens.d
 SEC_CREDENTIAL_DIRECTORY = $(LOCAL_DIR)/creds
-NETWORK_INTERFACE = 127.0.0.1
+NETWORK_INTERFACE = {address}
 USE_SHARED_PORT = False
-CONDOR_HOST = 127.0.0.1
+CONDOR_HOST = {address}
 COLLECTOR_HOST = {collector}
 # The starter cannot make a mount namespace inside a chroot.
 MOUNT_UNDER_SCRATCH =
@@ -289,15 +289,18 @@ def processes_using(marker: str) -> list:
 
 
 class PersonalPool(CondorInstance):
-    """Central manager and schedd (and optionally a job router) on 127.0.0.1."""
+    """Central manager and schedd (and optionally a job router) on 127.0.0.1,
+    or on ``address`` (tests' VMs reach 198.18.0.1)."""
 
     def __init__(self, workdir: Path, name: str = "site", daemons: Sequence[str] = (
             "COLLECTOR", "NEGOTIATOR", "SCHEDD"), extra_config: str = "",
-            include: Iterable[Path] = (), port: Optional[int] = None):
+            include: Iterable[Path] = (), port: Optional[int] = None,
+            address: str = "127.0.0.1"):
         self.port = port or free_port()
+        self.address = address
         self.daemons = [d.upper() for d in daemons]
         user = _username()
-        text = (COMMON_CONFIG.format(release=release_config(), local_dir=workdir, collector=f"127.0.0.1:{self.port}", name=name)
+        text = (COMMON_CONFIG.format(release=release_config(), local_dir=workdir, collector=f"{address}:{self.port}", name=name, address=address)
                 + SECURITY_CONFIG.format(user=user)
                 + f"COLLECTOR_NAME = {name}\n"
                 + f"SCHEDD_NAME = {name}\n"
@@ -306,7 +309,7 @@ class PersonalPool(CondorInstance):
 
     @property
     def collector_address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def missing_daemons(self) -> list:
         wanted = {"COLLECTOR": "Collector", "NEGOTIATOR": "Negotiator", "SCHEDD": "Scheduler"}
@@ -363,7 +366,7 @@ class ExecuteNode(CondorInstance):
         user = _username()
         self.cloud = cloud_config is not None
         self.token = token
-        text = (COMMON_CONFIG.format(release=release_config(), local_dir=workdir, collector=collector, name=name)
+        text = (COMMON_CONFIG.format(release=release_config(), local_dir=workdir, collector=collector, name=name, address="127.0.0.1")
                 + SECURITY_CONFIG.format(user=user)
                 + "DAEMON_LIST = MASTER, STARTD\n"
                 + f"STARTD_NAME = {name}\n"

@@ -2,25 +2,36 @@
 
 It plays the part of the cloud's compute hosts for end-to-end tests: it polls
 the cloud API (moto's EC2 server, the Nova emulator) like any client, reads
-each new instance's user data back through the API, and boots it as a real
-HTCondor node with the ``local`` provider (which applies the cloud-init
-``write_files``, runs the node from them and uses the token inside).  The
-instance id is handed to the node as a cloud datasource would.  An instance
-the API reports gone is stopped; a node that powers itself off (idle
-shutdown) is terminated through the API, as EC2's
-``InstanceInitiatedShutdownBehavior=terminate`` would.
+each new instance's user data back through the API, and boots it as a VM
+(dev/vmhost, through the sandbox's sudo rule): its own network namespace,
+host name, root user and filesystem overlay, real cloud-init and the
+distribution's HTCondor, configured by nothing but the image and the user
+data. It shares no Unix identity, file system or authentication method with
+the provisioner; it reaches only the central manager's address, 198.18.0.1,
+and serves its own metadata endpoint at 169.254.169.254.
+
+The instance id reaches the VM through its datasource (NoCloud meta-data) and
+its metadata endpoint. An instance the API reports gone is destroyed; a VM
+that powers itself off is terminated through the API (EC2's
+``InstanceInitiatedShutdownBehavior=terminate``) or set SHUTOFF (Nova).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
-from condor_plugins.providers.base import InstanceSpec, InstanceState
-from condor_plugins.providers.local import LocalProvider
+import yaml
+
+#: The sandbox's VM host (dev/vmhost), which its test user may run as root.
+VMHOST = "/usr/local/libexec/cp-vmhost"
+VM_DISKS = Path("/srv/vms")
 
 
 class EC2Api:
@@ -88,26 +99,96 @@ class NovaApi:
         pass
 
 
-class Hypervisor:
-    """Boots and stops local nodes following ``api`` (see EC2Api for its methods)."""
+class VM:
+    """One test VM (dev/vmhost): boot, state, power off, inspect its disk."""
 
-    def __init__(self, api, state_dir: Path, cpus: int = 2, memory_mb: int = 512,
-                 poll: float = 0.5, worker: Optional[Mapping[str, str]] = None,
+    def __init__(self, base: Path, name: str, user_data: str, instance_id: str,
+                 hostname: str):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{name[-12:]}-", dir=base))
+        self.dir.chmod(0o755)
+        self.hostname = hostname
+        self.instance_id = instance_id
+        _write(self.dir / "user-data", user_data, 0o600)
+        _write(self.dir / "meta-data",
+               f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n", 0o644)
+        _write(self.dir / "boot.json", json.dumps({"hostname": hostname}), 0o644)
+        self.serve("latest/meta-data/instance-id", instance_id)
+
+    def _vmhost(self, *args: str) -> str:
+        res = subprocess.run(["sudo", "-n", VMHOST, args[0], str(self.dir), *args[1:]],
+                             capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise RuntimeError(f"vmhost {args[0]}: {res.stderr.strip()[-2000:]}")
+        return res.stdout.strip()
+
+    def boot(self) -> "VM":
+        self.address = json.loads(self._vmhost("boot"))["address"]
+        return self
+
+    def state(self) -> str:
+        """'running' or 'off'."""
+        return self._vmhost("state")
+
+    def power_off(self) -> None:
+        self._vmhost("stop")
+
+    def kill(self, sig: str, pattern: str) -> int:
+        """Send ``sig`` to the VM's processes whose name matches ``pattern``."""
+        return int(self._vmhost("signal", sig, pattern))
+
+    def exec(self, *cmd: str) -> str:
+        """Run ``cmd`` as root inside the VM; its output."""
+        return self._vmhost("exec", *cmd)
+
+    def clean(self) -> None:
+        self._vmhost("clean")
+
+    def serve(self, path: str, text: str) -> None:
+        """Publish ``text`` at http://169.254.169.254/``path`` inside the VM."""
+        target = self.dir / "metadata" / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write(target, text, 0o644)
+
+    def file(self, path: str) -> Path:
+        """A file the VM wrote (its overlay's upper layer)."""
+        return self.dir / "disk" / "upper" / path.lstrip("/")
+
+    @property
+    def console(self) -> str:
+        try:
+            return (self.dir / "console.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def require_vmhost() -> None:
+    """Test VMs need the sandbox (its sudo rule and private network)."""
+    res = subprocess.run(["sudo", "-n", "-l", VMHOST], capture_output=True, text=True)
+    if res.returncode != 0 or not VM_DISKS.is_dir():
+        raise RuntimeError("test VMs need dev/vmhost inside dev/sandbox: run `make test`")
+
+
+class Hypervisor:
+    """Boots and destroys VMs following ``api`` (see EC2Api for its methods)."""
+
+    def __init__(self, api, state_dir: Optional[Path] = None, poll: float = 0.5,
                  datasource=True):
-        """``datasource`` False: nodes cannot learn their cloud id (they keep the
-        provisioner's request id as CloudInstanceID); "foreign": they learn an
-        id that is not the API's (an EC2-compatible cloud's internal UUID)."""
+        """``datasource`` "foreign": the VMs learn an id that is not the API's
+        (an EC2-compatible cloud's internal UUID)."""
+        require_vmhost()
         self.api = api
-        self.state_dir = Path(state_dir)
-        self.spec = InstanceSpec("hv", "hv.node", "hv-image", cpus, memory_mb, 1000)
+        self.state_dir = Path(tempfile.mkdtemp(prefix="hv-", dir=VM_DISKS))
         self.poll = poll
-        self.worker = dict(worker or {})
         self.datasource = datasource
-        self.booted: Dict[str, LocalProvider] = {}   # id -> the provider running it
+        self.booted: Dict[str, VM] = {}              # id -> its VM
         self.user_data: Dict[str, str] = {}          # id -> what it booted from
-        self.node_ids: Dict[str, str] = {}           # id -> the local node's id
+        self.node_ids: Dict[str, str] = {}           # id -> the VM's host name
         self.stopped: List[str] = []
-        self.powered_off: List[str] = []
         self.errors: List[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hypervisor", daemon=True)
@@ -129,36 +210,33 @@ class Hypervisor:
         for iid, state in states.items():
             if state in ("pending", "running") and iid not in self.booted:
                 self._boot(iid)
-        for iid, provider in list(self.booted.items()):
+        for iid, vm in list(self.booted.items()):
             if iid in self.stopped:
                 continue
             if states.get(iid, "gone") == "gone":
-                provider.terminate([self.node_ids.get(iid, iid)])
+                vm.power_off()
                 self.stopped.append(iid)
-            elif self._state(iid) in (None, InstanceState.TERMINATED):
-                self.api.powered_off(iid)          # the node shut itself down
-                self.powered_off.append(iid)
+            elif vm.state() == "off":
+                self.api.powered_off(iid)          # the VM shut itself down
                 self.stopped.append(iid)
 
-    def _state(self, iid: str) -> Optional[InstanceState]:
-        node = self.node_ids.get(iid, iid)
-        found = [i.state for i in self.booted[iid].list({}) if i.id == node]
-        return found[0] if found else None
+    @property
+    def powered_off(self) -> List[str]:
+        """The VMs that ran their own power-off (/sbin/poweroff), whoever then
+        told the API first: the VM's power-off or the provisioner's terminate."""
+        return [iid for iid, vm in self.booted.items()
+                if vm.file("/var/log/poweroff.log").exists()]
 
     def _boot(self, iid: str) -> None:
         text = self.api.user_data(iid)
-        # The node learns its id from the "datasource", as on a real cloud.
-        settings = {"STATE_DIR": str(self.state_dir),
-                    **{f"WORKER_{k}": v for k, v in self.worker.items()}}
-        if self.datasource == "foreign":
-            settings["WORKER_INSTANCE_ID"] = "uuid-" + iid.replace("i-", "")[-12:]
-        elif self.datasource:
-            settings["WORKER_INSTANCE_ID"] = iid
-        provider = LocalProvider("hv", settings)
-        self.booted[iid] = provider
+        learned = ("uuid-" + iid.replace("i-", "")[-12:] if self.datasource == "foreign"
+                   else iid)
+        hostname = "vm-" + "".join(c if c.isalnum() else "-" for c in iid.lower())[:40]
+        vm = VM(self.state_dir, iid, text, learned, hostname)
+        self.booted[iid] = vm
         self.user_data[iid] = text
-        [node] = provider.create(self.spec, 1, {}, text, request_token=iid)
-        self.node_ids[iid] = node.id
+        self.node_ids[iid] = hostname
+        vm.boot()
 
     def wait_booted(self, count: int, timeout: float = 60) -> List[str]:
         deadline = time.monotonic() + timeout
@@ -167,23 +245,38 @@ class Hypervisor:
         return list(self.booted)
 
     def running(self) -> List[str]:
-        return [iid for iid in list(self.booted) if iid not in self.stopped
-                and self._state(iid) is InstanceState.RUNNING]
+        return [iid for iid, vm in list(self.booted.items()) if iid not in self.stopped
+                and vm.state() == "running"]
 
     def tokens(self) -> List[str]:
-        """Every token handed to a node (to look for leaks)."""
-        import yaml
+        """Every token handed to a VM (to look for leaks)."""
         out = []
         for text in self.user_data.values():
             for f in (yaml.safe_load(text) or {}).get("write_files") or []:
-                if str(f.get("path", "")).startswith("/etc/condor/tokens.d/"):
+                if str(f.get("path", "")).startswith(("/etc/condor/tokens.d/",
+                                                      "/etc/condor/cloud-control.d/")):
                     out.append(str(f.get("content", "")).strip())
         return [t for t in out if t]
+
+    def consoles(self, logs=("MasterLog", "StartLog")) -> str:
+        """The VMs' consoles and HTCondor log tails, for a failing test's message."""
+        out = []
+        for iid, vm in self.booted.items():
+            out.append(f"--- {iid} console ---\n{vm.console[-2000:]}")
+            for name in logs:
+                try:
+                    text = vm.file(f"/var/log/condor/{name}").read_text(errors="replace")
+                except OSError as err:
+                    text = str(err)
+                out.append(f"--- {iid} {name} ---\n{text[-3000:]}")
+        return "\n".join(out)
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(30)
-        for iid, provider in self.booted.items():
-            provider.terminate([self.node_ids.get(iid, iid)])
+        for vm in self.booted.values():
+            vm.clean()
         self.api.close()
+        import shutil
+        shutil.rmtree(self.state_dir, ignore_errors=True)

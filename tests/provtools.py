@@ -166,21 +166,40 @@ def no_inbound_admin(base: Path) -> Path:
 
 def refused_drains(*dirs):
     """StartLog lines of nodes under ``dirs`` that refused an administrative
-    command (the provisioner's drain) for lack of permission."""
+    command (the provisioner's drain): for lack of permission (a node told to
+    deny it), or because the sender could not authenticate (a VM, which holds
+    no key to verify the provisioner's identity)."""
     out = []
     for d in dirs:
         for log in Path(d).rglob("StartLog*"):
             out += [line for line in log.read_text(errors="replace").splitlines()
-                    if "PERMISSION DENIED" in line and "ADMINISTRATOR" in line]
+                    if ("PERMISSION DENIED" in line and "ADMINISTRATOR" in line)
+                    or ("DC_AUTHENTICATE: required authentication of" in line
+                        and "failed" in line)]
     return out
 
 
-def site_pool(condor, name, extra=""):
+def site_pool(condor, name, extra="", address="127.0.0.1"):
     """A site pool that admits cloud workers and applies the cloud mode
-    (``extra``: more of its config)."""
+    (``extra``: more of its config; ``address``: VM_ADDRESS for test VMs)."""
     return condor.site_pool(name, extra_config=("CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
                                                 "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"
-                                                + extra))
+                                                + extra), address=address)
+
+
+#: The address the site's central manager has on the test VMs' network.
+VM_ADDRESS = "198.18.0.1"
+
+
+def vm_timing(base: Path) -> Path:
+    """A USER_DATA_TEMPLATE_DIR with what test VMs add to the image: HTCondor's
+    timers in seconds instead of minutes. Nothing in it changes who may do what."""
+    conf = Path(base) / "vm-timing" / "etc" / "condor" / "config.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "70-test-timing.conf").write_text(
+        "UPDATE_INTERVAL = 2\nMASTER_UPDATE_INTERVAL = 5\nSTARTER_UPDATE_INTERVAL = 2\n"
+        "RunBenchmarks = False\n")
+    return conf.parents[2]
 
 
 def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None):

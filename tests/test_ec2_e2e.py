@@ -27,7 +27,8 @@ import htcondor2  # noqa: E402
 from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_ENTRY, TAG_PROVISIONER, TAG_REQUEST  # noqa: E402
 from hypervisor import EC2Api, Hypervisor  # noqa: E402
-from provtools import ProvMaker, jobs_done, no_inbound_admin, refused_drains, node_of, site_pool, submit  # noqa: E402
+from provtools import (VM_ADDRESS, ProvMaker, jobs_done, refused_drains, node_of,  # noqa: E402
+                       site_pool, submit, vm_timing)
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")]
@@ -59,12 +60,13 @@ def aws(monkeypatch, moto_url):
 
 @pytest.fixture
 def site(condor, request, aws, moto_url, tmp_path):
-    """Nodes refuse inbound administration, as real VMs do: they retire by pulling."""
-    pool = site_pool(condor, "ec2e")
+    """The site's central manager on the VMs' network; the VMs boot from
+    nothing but the image and their user data (dev/vmhost)."""
+    pool = site_pool(condor, "ec2e", address=VM_ADDRESS)
     make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
         "TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1", "IMAGE": aws[1],
         "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1, "SHUTDOWN_GRACE": 5,
-        "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path)})
+        "USER_DATA_TEMPLATE_DIR": vm_timing(tmp_path)})
     yield pool, make
     make.cleanup()
 
@@ -107,29 +109,48 @@ def cli(prov, *args):
     return res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("datasource", [True, False, "foreign"],
-                         ids=["cloud-id", "request-id", "foreign-id"])
+@pytest.mark.parametrize("datasource", [True, "foreign"], ids=["cloud-id", "foreign-id"])
 def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, moto_url,
                                                                    condor, tmp_path, datasource):
-    """``request-id``: the nodes cannot learn their EC2 id and advertise the
-    provisioner's request id; ``foreign-id``: they learn an id that is not the
-    API's.  Either way the provisioner matches them by CloudRequestID (a short
-    JOIN_TIMEOUT would kill a node it does not recognise)."""
+    """``foreign-id``: the VMs learn an id that is not the API's. The
+    provisioner matches them by CloudRequestID (a short JOIN_TIMEOUT would kill
+    a node it does not recognise)."""
     pool, make = site
     client, _ = aws
     prov = make(JOIN_TIMEOUT=45)
     hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
-                    condor.base / f"hv-{prov.name}", datasource=datasource).start()
+                    datasource=datasource).start()
     try:
         cluster = submit(pool, tmp_path, 3, 10)
         proc = prov.start()
         seen_cmdlines = []
+        if datasource is True:
+            # From the provisioner's side, condor_off and condor_drain are refused.
+            slot = wait_for(lambda: pool.collector().query(
+                htcondor2.AdType.Startd, "IsCloudNode is True", ["Machine", "MyAddress"]), 120,
+                what="a VM's slot in the collector")[0]
+            drain = ("import htcondor2, sys; c = htcondor2.Collector(); "
+                     "ad = c.locate(htcondor2.DaemonType.Startd, sys.argv[1]); "
+                     "htcondor2.Startd(ad).drainJobs()")
+            for args in (["condor_off", "-startd", "-addr", slot["MyAddress"]],
+                         [sys.executable, "-c", drain, slot["Machine"]]):
+                res = subprocess.run(args, env=prov.env(), capture_output=True, text=True,
+                                     timeout=60)
+                assert res.returncode != 0, (args, res.stdout, res.stderr)
+                assert any(w in res.stdout + res.stderr for w in (
+                    "AUTHENTICATE", "SECMAN", "denied", "failed to start draining")), (args, res.stdout, res.stderr)
+            time.sleep(3)
+            assert pool.collector().query(htcondor2.AdType.Startd,
+                                          f'Machine == "{slot["Machine"]}"', ["Name"])
 
         def done():
             seen_cmdlines.extend(cmdlines())
             assert not hv.errors, hv.errors
             return jobs_done(pool, cluster, 3)
-        ads = wait_for(done, 180, interval=1, what="3 jobs done on EC2 nodes")
+        try:
+            ads = wait_for(done, 180, interval=1, what="3 jobs done on EC2 nodes")
+        except TimeoutError:
+            pytest.fail(f"{prov.log_text()[-3000:]}\n{hv.consoles()}")
         launched = instances(client, prov, live_only=False)
         assert 1 <= len(launched) <= 2, launched
         # Each instance: the provisioner's tags, booted by the hypervisor from its user data.
@@ -141,7 +162,6 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
         assert all(a["ExitCode"] == 0 for a in ads)
         assert {node_of(a["LastRemoteHost"]) for a in ads} <= set(hv.node_ids.values())
         assert set(hv.node_ids) == set(launched)
-        assert all((node == iid) is (datasource is True) for iid, node in hv.node_ids.items())
         # The status and the userdata command show no secret (checked below).
         status = cli(prov, "status") + cli(prov, "status", "--json")
         assert all(iid in status for iid in launched)
@@ -157,11 +177,13 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
         text = prov.log_text()
         assert "Created i-" in text and "by pulling" in text and "Draining i-" not in text
         assert "did not join" not in text and "as a failure" not in text
-        assert set(hv.powered_off) == set(launched)  # each retired itself and powered off
+        # Each retired itself and powered off; the provisioner's drain was refused.
+        assert set(hv.powered_off) == set(launched), hv.consoles()
         assert refused_drains(hv.state_dir), "no node logged a refused drain"
         # Secrets: no token and no AWS secret in any log, status output or command line.
         tokens = hv.tokens()
-        assert len(tokens) == len(launched)
+        count = len(tokens)  # (a failing assert must not print them)
+        assert count == 2 * len(launched)  # the worker's and the control script's
         texts = log_texts(prov.dir, pool.workdir, hv.state_dir)
         texts.update(status=status, userdata=userdata, cmdlines="\n".join(seen_cmdlines))
         assert len(texts) > 10
@@ -272,8 +294,7 @@ def test_instance_stopped_by_itself_is_terminated_and_the_entry_bursts_again(
     pool, make = site
     client, _ = aws
     prov = make(MAX_INSTANCES=1, IDLE_TIMEOUT=600)
-    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
-                    condor.base / f"hv-{prov.name}").start()
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
     try:
         first = submit(pool, tmp_path, 1, 1)
         proc = prov.start()
@@ -303,8 +324,7 @@ def test_provisioner_gone_every_vm_retires_within_the_lease(site, aws, moto_url,
     pool, make = site
     client, _ = aws
     prov = make(IDLE_TIMEOUT=600, LEASE=8, WORKER_IDLE_SHUTDOWN=600)
-    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"}),
-                    condor.base / f"hv-{prov.name}").start()
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
     try:
         cluster = submit(pool, tmp_path, 4, 12)
         proc = prov.start()

@@ -61,6 +61,10 @@ WORKER_CONF = "/etc/condor/config.d/50-cloud-worker.conf"
 INSTANCE_CONF = "/etc/condor/config.d/60-cloud-instance.conf"
 # SEC_TOKEN_SYSTEM_DIRECTORY's default; the worker fragment leaves it alone.
 TOKEN_FILE = "/etc/condor/tokens.d/cloud-worker"
+#: A READ-only token for the node-control script, which STARTD_CRON runs as the
+#: condor user: the worker token is root's alone.
+CONTROL_TOKEN_DIR = "/etc/condor/cloud-control.d"
+CONTROL_TOKEN_FILE = CONTROL_TOKEN_DIR + "/cloud-control"
 
 DEFAULT_REPOSITORIES = ("cms.cern.ch", "oasis.opensciencegrid.org", "grid.cern.ch")
 
@@ -229,6 +233,8 @@ class InstanceContext:
     instance_id: str
     token: str = field(repr=False)   # never in reprs, logs or tracebacks
     platform: str = "unknown"
+    #: READ-only token for the control script (empty: the script has none).
+    control_token: str = field(default="", repr=False)
     instance_type: str = "unknown"
     image: str = "unknown"
     region: str = "unknown"
@@ -289,6 +295,8 @@ def _check_context(ctx: InstanceContext) -> None:
     if not isinstance(ctx.token, str) or not _TOKEN.match(ctx.token):
         raise ContextError("token: expected an IDTOKEN (a JWT: three base64url parts "
                            "joined by dots); value not shown")
+    if ctx.control_token and not _TOKEN.match(ctx.control_token):
+        raise ContextError("control_token: expected an IDTOKEN (a JWT); value not shown")
     _check(isinstance(ctx.interruptible, bool), "interruptible", ctx.interruptible,
            "expected True or False")
     _check(isinstance(ctx.idle_shutdown, int) and ctx.idle_shutdown >= 60, "idle_shutdown",
@@ -418,6 +426,9 @@ def _files(ctx: InstanceContext) -> List[_File]:
               _File(INSTANCE_CONF, _instance_conf(ctx).encode(), "0644"),
               _File(TOKEN_FILE, (ctx.token + "\n").encode(), "0600"),
               _File(control.SCRIPT_PATH, control.SCRIPT.encode(), "0755")]
+    if ctx.control_token:
+        files.append(_File(CONTROL_TOKEN_FILE, (ctx.control_token + "\n").encode(), "0600",
+                           "condor:condor"))
     own = {f.path for f in files}
     for extra in ctx.extra_files:
         if extra.path in own:
@@ -611,7 +622,8 @@ def entry_interruptible(entry_cfg, param: Mapping[str, str]) -> bool:
 
 
 def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, token: str,
-                        provisioner: Optional[str] = None) -> InstanceContext:
+                        provisioner: Optional[str] = None,
+                        control_token: str = "") -> InstanceContext:
     """The context of one new instance of ``entry_cfg`` (a config.EntryConfig)
     from the knobs in ``param``; raises ContextError naming the bad knob."""
     entry = entry_cfg.name
@@ -708,7 +720,7 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
 
     return InstanceContext(
         central_manager=cm, provider=entry_cfg.type, instance_id=instance_id, token=token,
-        platform=platform or entry_cfg.type,
+        control_token=control_token, platform=platform or entry_cfg.type,
         instance_type=plain("INSTANCE_TYPE", entry_cfg.instance_type),
         image=plain("IMAGE", entry_cfg.image), region=region, zone=zone,
         interruptible=interruptible,

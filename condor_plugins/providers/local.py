@@ -136,6 +136,10 @@ class LocalProvider(Provider):
         script = workdir / "root" / SCRIPT_PATH.lstrip("/")
         if script.is_file():
             values["CLOUD_PLUGINS_NODE_CONTROL"] = str(script)
+        from ..node.contextualize import CONTROL_TOKEN_DIR
+        tokens = workdir / "root" / CONTROL_TOKEN_DIR.lstrip("/")
+        if tokens.is_dir():
+            values["CLOUD_PLUGINS_CONTROL_TOKEN_DIR"] = str(tokens)
         collector = str(values.get("CLOUD_PLUGINS_CENTRAL_MANAGER") or _param("COLLECTOR_HOST"))
         # Like a VM's HTCondor, read every other config.d file the user data wrote.
         confd = workdir / "root" / "etc" / "condor" / "config.d"

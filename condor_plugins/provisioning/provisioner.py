@@ -377,11 +377,11 @@ class Provisioner:
     def save(self) -> None:
         save_state(self.state_file, self.records, self.backoff, self.failures)
 
-    def mint_token(self, instance_id: str) -> str:
+    def mint_token(self, instance_id: str, authz_list=WORKER_AUTHZ) -> str:
         """An IDTOKEN for one worker, signed with the pool key; never logged."""
         args = ["condor_token_create", "-identity", f"{instance_id}@{self.token_domain}",
                 "-key", "POOL", "-lifetime", str(int(self.cfg.worker_token_lifetime))]
-        for authz in WORKER_AUTHZ:
+        for authz in authz_list:
             args += ["-authz", authz]
         res = subprocess.run(args, capture_output=True, text=True, timeout=60)
         if res.returncode != 0 or not res.stdout.strip():
@@ -395,8 +395,11 @@ class Provisioner:
         knobs, CVMFS, SITECONF and its token): the same for every provider.
         ``token``: use this one instead of minting the instance's own."""
         from ..node.contextualize import context_from_config, render_user_data
+        # The worker token (root's, for the daemons) and a READ-only one for
+        # the node-control script, which runs as the condor user.
         ctx = context_from_config(entry, self.param, instance_id,
-                                  token or self.mint_token(instance_id), provisioner=self.cfg.name)
+                                  token or self.mint_token(instance_id), provisioner=self.cfg.name,
+                                  control_token=self.mint_token(instance_id, ("READ",)))
         return render_user_data(ctx)
 
     def create(self, action: Create, now: float) -> None:
