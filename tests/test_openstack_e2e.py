@@ -20,7 +20,8 @@ from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_PROVISIONER  # noqa: E402
 from hypervisor import Hypervisor, NovaApi  # noqa: E402
 from nova_emulator import NovaEmulator  # noqa: E402
-from provtools import ProvMaker, jobs_done, no_inbound_admin, refused_drains, node_of, site_pool, submit  # noqa: E402
+from provtools import (VM_ADDRESS, ProvMaker, jobs_done, refused_drains, node_of,  # noqa: E402
+                       site_pool, submit, vm_timing)
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +37,13 @@ def nova():
 
 @pytest.fixture
 def site(condor, request, nova, tmp_path):
-    """Nodes refuse inbound administration, as real VMs do: they retire by pulling."""
-    pool = site_pool(condor, "os")
+    """The site's central manager on the VMs' network; the VMs boot from
+    nothing but the image and their user data (dev/vmhost)."""
+    pool = site_pool(condor, "os", address=VM_ADDRESS)
     make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
         "TYPE": "openstack", "IMAGE": "el9-condor-worker", "INSTANCE_TYPE": "m1.small",
         "NETWORK": "private", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1, "SHUTDOWN_GRACE": 5,
-        "USER_DATA_TEMPLATE_DIR": no_inbound_admin(tmp_path)},
+        "USER_DATA_TEMPLATE_DIR": vm_timing(tmp_path)},
         env=dict(nova.os_environ(), NO_PROXY="127.0.0.1,localhost"))
     yield pool, make
     make.cleanup()
@@ -59,8 +61,7 @@ def test_servers_boot_from_user_data_join_run_jobs_and_are_deleted(site, nova, c
                                                                     tmp_path):
     pool, make = site
     prov = make()
-    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"}),
-                    condor.base / f"hv-{prov.name}").start()
+    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
     try:
         cluster = submit(pool, tmp_path, 3, 10)
         proc = prov.start()
@@ -70,8 +71,8 @@ def test_servers_boot_from_user_data_join_run_jobs_and_are_deleted(site, nova, c
         launched = set(hv.booted)
         assert 1 <= len(launched) <= 2
         assert all(a["ExitCode"] == 0 for a in ads)
-        # The nodes advertise the Nova server id (the datasource's instance id).
-        assert {node_of(a["LastRemoteHost"]) for a in ads} <= launched
+        # The jobs ran on the VMs.
+        assert {node_of(a["LastRemoteHost"]) for a in ads} <= set(hv.node_ids.values())
         for sid in launched:
             meta = nova.server(sid)["metadata"]
             assert meta["condor-plugins:entry"] == ENTRY
@@ -84,7 +85,7 @@ def test_servers_boot_from_user_data_join_run_jobs_and_are_deleted(site, nova, c
         # Scale-down by pulling: each node retires itself and powers off (SHUTOFF,
         # which Nova keeps); the provisioner deletes the shut-off servers.
         wait_for(lambda: not servers(nova, prov), 120, interval=1, what="every server deleted")
-        assert set(hv.powered_off) == launched
+        assert set(hv.powered_off) == launched, hv.consoles()
         assert refused_drains(hv.state_dir), "no node logged a refused drain"
         wait_for(lambda: set(hv.stopped) == launched and not hv.running(), 60,
                  what="every node stopped")
@@ -128,8 +129,7 @@ def test_server_shut_off_by_itself_is_deleted_and_the_entry_bursts_again(site, n
     MAX_INSTANCES slot: the provisioner deletes it at once, then bursts again."""
     pool, make = site
     prov = make(MAX_INSTANCES=1, IDLE_TIMEOUT=600)
-    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"}),
-                    condor.base / f"hv-{prov.name}").start()
+    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
     try:
         first = submit(pool, tmp_path, 1, 1)
         proc = prov.start()
@@ -157,9 +157,8 @@ def test_provisioner_gone_every_server_shuts_off_within_the_lease(site, nova, co
     runs out and powers off (SHUTOFF: nothing runs; a provisioner that comes
     back deletes them)."""
     pool, make = site
-    prov = make(IDLE_TIMEOUT=600, LEASE=8, WORKER_IDLE_SHUTDOWN=600)
-    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"}),
-                    condor.base / f"hv-{prov.name}").start()
+    prov = make(IDLE_TIMEOUT=600, LEASE=8, IDLE_SHUTDOWN=600)
+    hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
     try:
         cluster = submit(pool, tmp_path, 4, 12)
         proc = prov.start()

@@ -460,6 +460,24 @@ class Provisioner:
             self.lost += 1
         log.info("Terminated %s (entry %s)%s: %s", action.instance_id, action.entry, kind,
                  action.reason)
+        self.withdraw_node_ads(action.instance_id)
+
+    def withdraw_node_ads(self, instance_id: str) -> None:
+        """A VM stopped, lost or killed mid-job never withdrew its ads: left in
+        the collector until CLASSAD_LIFETIME (15 min), they attract matches
+        that fail, and jobs wait while a new node idles."""
+        import classad2
+        ids = {instance_id} | {r for r, i in self._request_ids.items() if i == instance_id}
+        match = " || ".join(f"CloudRequestID == {classad2.quote(i)} || "
+                            f"CloudInstanceID == {classad2.quote(i)}" for i in sorted(ids))
+        for target, command in (("Machine", "INVALIDATE_STARTD_ADS"),
+                                ("DaemonMaster", "INVALIDATE_MASTER_ADS")):
+            query = classad2.ClassAd({"MyType": "Query", "TargetType": target})
+            query["Requirements"] = classad2.ExprTree(f"IsCloudNode is True && ({match})")
+            try:
+                self._collector().advertise([query], command)
+            except Exception as err:  # the ads then expire by themselves
+                log.debug("Withdrawing the ads of %s failed: %s", instance_id, err)
 
     def act(self, plan: Plan, now: float, before: Mapping[str, InstanceRecord]) -> None:
         holds = set()
