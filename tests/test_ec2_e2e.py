@@ -354,3 +354,58 @@ def test_provisioner_gone_every_vm_retires_within_the_lease(site, aws, moto_url,
         assert set(hv.powered_off) == launched
     finally:
         hv.stop()
+
+
+def test_spot_notice_vacates_the_node_and_its_job_completes_elsewhere(site, aws, moto_url,
+                                                                      condor, tmp_path):
+    """An instance-action notice served by one VM's metadata endpoint while it
+    runs a job: within a control period the node stops taking jobs and vacates
+    the job, which is requeued and completes on another VM; the instance is
+    terminated, and the entry is not backed off."""
+    pool, make = site
+    client, _ = aws
+    prov = make(INTERRUPTIBLE="true", MAX_INSTANCES=3, IDLE_TIMEOUT=600)
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
+    try:
+        cluster = submit(pool, tmp_path, 2, 40, cpus=2)  # one job per 2-core VM
+        proc = prov.start()
+        running = wait_for(lambda: (len(r := pool.schedd().query(
+            "JobStatus == 2", ["ProcId", "RemoteHost"])) == 2 and r), 150, interval=1,
+            what="both jobs running on two VMs")
+        victim = running[0]
+        host = node_of(victim["RemoteHost"])
+        [iid] = [i for i, h in hv.node_ids.items() if h == host]
+        t0 = time.monotonic()
+        hv.booted[iid].serve("latest/meta-data/spot/instance-action",
+                             json.dumps({"action": "terminate", "time": "2026-12-02T03:00:00Z"}))
+        machine = f'Machine == "{host}"'
+        try:
+            wait_for(lambda: [a for a in pool.collector().query(
+                htcondor2.AdType.Startd, machine, ["CloudInterruption"])
+                if a.get("CloudInterruption")], 30, interval=0.2, what="CloudInterruption")
+        except TimeoutError:
+            pytest.fail(hv.consoles())
+        seen = time.monotonic() - t0
+        job = f"ClusterId == {cluster} && ProcId == {victim['ProcId']}"
+        wait_for(lambda: not [a for a in pool.schedd().query(job, ["RemoteHost"])
+                              if node_of(a.get("RemoteHost", "x@x")) == host], 30,
+                 interval=0.2, what="the job vacated from the interrupted VM")
+        vacated = time.monotonic() - t0
+        ads = wait_for(lambda: jobs_done(pool, cluster, 2), 240, interval=1,
+                       what="both jobs done")
+        starts = {a["ProcId"]: a["NumJobStarts"] for a in ads}
+        assert starts[victim["ProcId"]] == 2 and starts[1 - victim["ProcId"]] == 1, starts
+        wait_for(lambda: iid not in instances(client, prov), 60, interval=1,
+                 what="the interrupted instance terminated")
+        [ad] = pool.collector().query(htcondor2.AdType.Any, 'MyType == "CloudProvisioner"',
+                                      ["InstancesInterrupted", "BackoffEntries"])
+        assert ad["InstancesInterrupted"] == 1 and not ad["BackoffEntries"], ad
+        assert prov.stop(proc) == 0
+        text = prov.log_text()
+        assert f"{iid} (entry {ENTRY}): " in text and "-> draining, interrupted by the cloud " \
+            "(terminate at 2026-12-02T03:00:00Z)" in text, text[-3000:]
+        assert "as a failure" not in text and "backing off" not in text
+        print(f"spot notice -> CloudInterruption in the collector {seen:.1f} s, "
+              f"job vacated {vacated:.1f} s")
+    finally:
+        hv.stop()

@@ -298,6 +298,13 @@ class _Cycle:
 
     def _update_joined(self, rec: InstanceRecord, entry: EntryConfig, node: NodeInfo) -> None:
         rec = replace(rec, missing_since=None, startd=node.startd or rec.startd)
+        if node.interruption:
+            # The cloud takes it back: the node vacates its jobs (requeued) and
+            # retires. Not a failure of the entry, so no backoff.
+            self._keep(rec, phase=Phase.DRAINING,
+                       reason=f"interrupted by the cloud ({node.interruption}): its jobs are "
+                              "vacated and requeued")
+            return
         if node.draining:
             self._keep(rec, phase=Phase.DRAINING, reason="draining (not asked by us)")
             return

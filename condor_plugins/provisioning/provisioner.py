@@ -56,7 +56,8 @@ NOT_ON_NODES = (7, 12)
 SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudRequestID", "CloudProviderEntry",
               "State", "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining",
               # CloudRetiring (node control by pulling) and what it references
-              "CloudRetiring", "CloudRetireRequested", "CloudLeaseExpired", "DaemonStartTime"]
+              "CloudRetiring", "CloudRetireRequested", "CloudLeaseExpired", "DaemonStartTime",
+              "CloudInterruption"]
 WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
 #: MyType of the provisioner's own ad in the collector.
 AD_TYPE = "CloudProvisioner"
@@ -81,6 +82,12 @@ def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, 
         "CloudProviderEntry": entry.name})
     ad["Requirements"] = classad2.ExprTree("true")
     return ad
+
+
+def _our_action(rec: InstanceRecord) -> bool:
+    """A phase our own Drain/Terminate put it in (logged when done)."""
+    return (rec.phase in (Phase.TERMINATING, Phase.FAILED) or rec.phase is Phase.DRAINING
+            and not rec.reason.startswith(("interrupted by the cloud", "draining (not asked")))
 
 
 def _startd_name(slot_name) -> str:
@@ -169,6 +176,7 @@ class Provisioner:
         self.cycles = 0
         self.failed_cycles = 0
         self.lost = 0  # lost nodes terminated by this process
+        self.interrupted: set = set()  # instances the cloud interrupted (spot notices)
         self._failed_schedds: set = set()
         self.last_plan: Optional[Plan] = None
         self._slot_ads: Dict[str, object] = {}
@@ -306,7 +314,10 @@ class Provisioner:
             if iid is None:
                 continue
             n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
-                                      "startd": _startd_name(ad.get("Name"))})
+                                      "startd": _startd_name(ad.get("Name")),
+                                      "interruption": ""})
+            if isinstance(ad.get("CloudInterruption"), str):
+                n["interruption"] = ad["CloudInterruption"][:120] or "notice"
             if (ad.get("Draining") is True or ad.get("State") == "Drained"
                     or ad.eval("CloudRetiring") is True):
                 n["draining"] = True
@@ -319,7 +330,8 @@ class Provisioner:
                 slot_ads[iid] = ad
         self._slot_ads = slot_ads
         nodes = {iid: NodeInfo(iid, n["busy"], n["cpus"], n["memory"], n["draining"],
-                               startd=n["startd"]) for iid, n in info.items()}
+                               startd=n["startd"], interruption=n["interruption"])
+                 for iid, n in info.items()}
         known = [t for t in started if isinstance(t, int)]
         return nodes, (float(min(known)) if known else None)
 
@@ -514,6 +526,8 @@ class Provisioner:
             self.records, self.backoff = dict(plan.records), dict(plan.backoff)
             self.failures = []  # consumed by this plan
             self._log_changes(before, self.records)
+            self.interrupted |= {iid for iid, rec in self.records.items()
+                                 if rec.reason.startswith("interrupted by the cloud")}
             self.save()
             self.act(plan, now, before)
             self.save()
@@ -534,8 +548,7 @@ class Provisioner:
             old = before.get(iid)
             if old is None and rec.phase is not Phase.REQUESTED:
                 log.info("%s (entry %s): %s, %s", iid, rec.entry, rec.phase, rec.reason)
-            elif old is not None and old.phase is not rec.phase and rec.phase not in (
-                    Phase.DRAINING, Phase.TERMINATING, Phase.FAILED):
+            elif old is not None and old.phase is not rec.phase and not _our_action(rec):
                 log.info("%s (entry %s): %s -> %s, %s", iid, rec.entry, old.phase, rec.phase,
                          rec.reason)
             elif old is not None and (old.missing_since is None) != (rec.missing_since is None):
@@ -572,7 +585,7 @@ class Provisioner:
             "CloudEntries": ", ".join(e.name for e in self.cfg.entries),
             "NumInstances": sum(n for p, n in phases.items() if p is not Phase.GONE),
             "CyclesTotal": self.cycles, "CyclesFailed": self.failed_cycles,
-            "InstancesLost": self.lost,
+            "InstancesLost": self.lost, "InstancesInterrupted": len(self.interrupted),
             # Node control by pulling (condor_plugins.node.control): the request
             # ids of the nodes to retire; LastCycleTime is the nodes' lease.
             "CloudRetireRequests": " ".join(self.retire_requests()),

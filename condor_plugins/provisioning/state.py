@@ -80,6 +80,7 @@ class NodeInfo:
     draining: bool = False
     last_busy: Optional[float] = None    # last claim activity the node reports
     startd: str = ""                     # startd name: slot Name after the "@"
+    interruption: str = ""               # the cloud's preemption notice (spot), if any
 
 
 @dataclass(frozen=True)
