@@ -409,3 +409,34 @@ def test_spot_notice_vacates_the_node_and_its_job_completes_elsewhere(site, aws,
               f"job vacated {vacated:.1f} s")
     finally:
         hv.stop()
+
+
+def test_watchdog_powers_off_a_vm_whose_htcondor_never_starts(site, aws, moto_url, condor,
+                                                              tmp_path):
+    """A config file that HTCondor cannot parse: condor_master never runs, so
+    no node control either; the VM's own watchdog powers it off."""
+    pool, make = site
+    broken = vm_timing(tmp_path / "broken")
+    (broken / "etc" / "condor" / "config.d" / "99-broken.conf").write_text(
+        "this is not a configuration line\n")
+    prov = make(USER_DATA_TEMPLATE_DIR=broken, WATCHDOG=12, JOIN_TIMEOUT=600, MAX_INSTANCES=1)
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
+    try:
+        submit(pool, tmp_path, 1, 1)
+        proc = prov.start()
+        [iid] = wait_for(lambda: hv.wait_booted(1, 1), 60, what="a VM booted")
+        t0 = time.monotonic()
+        wait_for(lambda: iid in hv.powered_off, 60, interval=0.5,
+                 what="the VM powered off by its watchdog")
+        elapsed = time.monotonic() - t0
+        vm = hv.booted[iid]
+        log = vm.file("/var/log/condor-cloud-watchdog.log").read_text()
+        assert "condor_master has not run for" in log, log
+        assert not vm.file("/var/log/condor/MasterLog").exists()  # HTCondor never ran
+        assert elapsed < 12 + 4 + 15, elapsed  # the limit, one check period, the boot
+        wait_for(lambda: iid not in instances(client=aws[0], prov=prov), 30, interval=1,
+                 what="the powered-off instance terminated")
+        assert prov.stop(proc) == 0
+        print(f"watchdog: powered off {elapsed:.1f} s after boot (WATCHDOG 12 s)")
+    finally:
+        hv.stop()

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import List, Mapping, Optional, Tuple
 
 from ..config import PREFIX, PARSERS, ConfigError
-from . import control
+from . import control, watchdog
 
 __all__ = [
     "KNOBS", "ContextKnob", "CvmfsSettings", "CmsSettings", "ExtraFile", "InstanceContext",
@@ -157,8 +157,15 @@ KNOBS: Tuple[ContextKnob, ...] = (
                 "they are vacated (`MAXJOBRETIREMENTTIME` on the node).", True),
     ContextKnob("PROTECT_METADATA", "true", "bool",
                 "Firewall the cloud's metadata service (169.254.169.254, which serves "
-                "the user data and so the node's token) from every process but root's, "
+                "the user data and so the node's token) from every process but root's "
+                "and the condor user's (node control reads spot notices there), "
                 "so jobs cannot read it. Needs iptables on the image.", True),
+    ContextKnob("WATCHDOG", "900", "duration",
+                "The VM powers itself off (`POWEROFF_SCRIPT`) when `condor_master` has "
+                "not run for this long, HTCondor or not: a VM whose HTCondor never starts, "
+                "or died, is not billed for ever. A loop started by cloud-init; at least "
+                "10 s, well above the time HTCondor takes to start. `0`: no watchdog (nor "
+                "with `POWEROFF_SCRIPT = none`).", True),
     ContextKnob("CCB_ADDRESS", "", "str",
                 "CCB broker of the nodes. Empty: the central manager (NAT-safe); `none`: "
                 "no CCB (VMs with addresses the schedds can reach).", False),
@@ -250,6 +257,8 @@ class InstanceContext:
     lease: int = 1800
     max_lifetime: int = 7 * 86400
     max_retire_time: int = 86400
+    #: Seconds without condor_master before the VM powers off (0: no watchdog).
+    watchdog: int = 900
     #: Firewall the metadata service (it serves the token) from non-root processes.
     protect_metadata: bool = True
     #: None: the worker fragment's default (the central manager); empty: no CCB.
@@ -426,6 +435,8 @@ def _files(ctx: InstanceContext) -> List[_File]:
               _File(INSTANCE_CONF, _instance_conf(ctx).encode(), "0644"),
               _File(TOKEN_FILE, (ctx.token + "\n").encode(), "0600"),
               _File(control.SCRIPT_PATH, control.SCRIPT.encode(), "0755")]
+    if ctx.watchdog and ctx.poweroff_script:
+        files.append(_File(watchdog.SCRIPT_PATH, watchdog.SCRIPT.encode(), "0755"))
     if ctx.control_token:
         files.append(_File(CONTROL_TOKEN_FILE, (ctx.control_token + "\n").encode(), "0600",
                            "condor:condor"))
@@ -501,7 +512,9 @@ INSTANCE_ID_SCRIPT = ("id=$(cloud-init query v1.instance_id 2>/dev/null) && [ -n
                       " || true")
 
 PROTECT_METADATA_SCRIPT = (
-    "iptables -w -I OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT || "
+    "iptables -w -I OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT && "
+    # the condor user too: node control polls spot notices (control.py)
+    "iptables -w -I OUTPUT -d 169.254.169.254 -m owner --uid-owner condor -j ACCEPT || "
     "echo 'condor_plugins: cannot firewall the metadata service: jobs can read the "
     "user data' >&2")
 
@@ -523,8 +536,12 @@ def render_user_data(ctx: InstanceContext) -> str:
     # without it the node keeps the provisioner's request id.
     if ctx.protect_metadata:  # bootcmd: early in every boot, before any service
         out += ["bootcmd:", f"  - [\"sh\", \"-c\", {_q(PROTECT_METADATA_SCRIPT)}]"]
-    out += ["runcmd:",
-            f"  - [\"sh\", \"-c\", {_q(INSTANCE_ID_SCRIPT)}]",
+    out += ["runcmd:"]
+    if ctx.watchdog and ctx.poweroff_script:  # first: it covers HTCondor's start too
+        start = (f"setsid {watchdog.SCRIPT_PATH} {ctx.watchdog} {ctx.poweroff_script} "
+                 f"</dev/null >>{watchdog.LOG_PATH} 2>&1 &")
+        out += [f"  - [\"sh\", \"-c\", {_q(start)}]"]
+    out += [f"  - [\"sh\", \"-c\", {_q(INSTANCE_ID_SCRIPT)}]",
             "  - [\"cvmfs_config\", \"setup\"]",
             "  - [\"systemctl\", \"enable\", \"--now\", \"condor\"]"]
     return "\n".join(out) + "\n"
@@ -687,6 +704,10 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
         raise ContextError(f"{where} = {lifetime!r}: must not exceed "
                            f"{PREFIX}WORKER_TOKEN_LIFETIME ({token_life} s)")
     _, retire_time = get("MAX_RETIRE_TIME")
+    where, watchdog_time = get("WATCHDOG")
+    if 0 < watchdog_time < 10:
+        raise ContextError(f"{where} = {watchdog_time!r}: must be 0 (none) or at least 10 "
+                           "seconds")
     _, protect_metadata = get("PROTECT_METADATA")
     where, poweroff = get("POWEROFF_SCRIPT")
     if poweroff.lower() == "none":
@@ -727,7 +748,7 @@ def context_from_config(entry_cfg, param: Mapping[str, str], instance_id: str, t
         provisioner=provisioner, entry=entry, idle_shutdown=idle, shutdown_grace=grace,
         poweroff_script=poweroff, ccb_address=ccb, protect_metadata=protect_metadata,
         control_period=period, lease=lease, max_lifetime=lifetime,
-        max_retire_time=retire_time,
+        max_retire_time=retire_time, watchdog=watchdog_time,
         cvmfs=CvmfsSettings(tuple(repos), proxy, quota),
         cms=CmsSettings(site, protocol, command, sd),
         extra_files=extra)
