@@ -14,6 +14,7 @@ import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from dataclasses import replace
 
 import pytest
 
@@ -151,6 +152,7 @@ def test_every_file_has_the_intended_owner_and_mode(tmp_path):
         "/etc/condor/config.d/60-cloud-instance.conf": ("root:root", "0644"),
         "/etc/condor/tokens.d/cloud-worker": ("root:root", "0600"),
         "/usr/libexec/condor/condor_cloud_node_control": ("root:root", "0755"),
+        "/usr/libexec/condor/condor_cloud_watchdog": ("root:root", "0755"),
     }
     files = written(parse(render_user_data(make_ctx(customised_param(tmp_path)))))
     assert {p: (o, m) for p, (o, m, _) in files.items()} == {
@@ -161,12 +163,21 @@ def test_every_file_has_the_intended_owner_and_mode(tmp_path):
         "/etc/condor/config.d/60-cloud-instance.conf": ("root:root", "0644"),
         "/etc/condor/tokens.d/cloud-worker": ("root:root", "0600"),
         "/usr/libexec/condor/condor_cloud_node_control": ("root:root", "0755"),
+        "/usr/libexec/condor/condor_cloud_watchdog": ("root:root", "0755"),
         "/etc/profile.d/site.sh": ("root:root", "0644"),
         "/etc/site-secret.key": ("root:root", "0600"),
         "/usr/local/bin/site-check": ("root:root", "0750"),
     }
     assert files["/usr/local/bin/site-check"][2] == b"#!/bin/sh\n\texit 0\n"
     assert files["/etc/site-secret.key"][2] == b"\x00\x01binary secret\xff\n"
+    # The control script's READ-only token belongs to the user STARTD_CRON runs it as.
+    files = written(parse(render_user_data(replace(make_ctx(), control_token=TOKEN))))
+    assert files["/etc/condor/cloud-control.d/cloud-control"][:2] == ("condor:condor", "0600")
+    # No watchdog without a power-off command, nor with WATCHDOG 0.
+    for ctx in (replace(make_ctx(), poweroff_script=""), replace(make_ctx(), watchdog=0)):
+        doc = parse(render_user_data(ctx))
+        assert "/usr/libexec/condor/condor_cloud_watchdog" not in written(doc)
+        assert "watchdog" not in repr(doc["runcmd"])
 
 
 def test_every_item_states_owner_and_permissions_as_octal_strings(user_data):
@@ -189,8 +200,10 @@ def test_token_is_only_in_the_token_file(user_data):
     assert all(TOKEN.encode() not in data for path, (_, _, data) in files.items()
                if path != "/etc/condor/tokens.d/cloud-worker")
     assert TOKEN not in repr(doc["runcmd"])
-    assert doc["runcmd"] == [["sh", "-c", INSTANCE_ID_SCRIPT], ["cvmfs_config", "setup"],
-                             ["systemctl", "enable", "--now", "condor"]]
+    watchdog = doc["runcmd"][0]
+    assert watchdog[:2] == ["sh", "-c"] and "condor_cloud_watchdog 900 " in watchdog[2]
+    assert doc["runcmd"][1:] == [["sh", "-c", INSTANCE_ID_SCRIPT], ["cvmfs_config", "setup"],
+                                 ["systemctl", "enable", "--now", "condor"]]
     # Nothing but write_files, bootcmd and runcmd: no other module sees the token.
     assert set(doc) == {"write_files", "bootcmd", "runcmd"}
     assert doc["bootcmd"] == [["sh", "-c", PROTECT_METADATA_SCRIPT]]
