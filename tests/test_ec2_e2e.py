@@ -134,11 +134,10 @@ def test_vms_boot_from_user_data_join_run_jobs_and_are_terminated(site, aws, mot
             slot = wait_for(lambda: pool.collector().query(
                 htcondor2.AdType.Startd, "IsCloudNode is True", ["Machine", "MyAddress"]), 120,
                 what="a VM's slot in the collector")[0]
-            drain = ("import htcondor2, sys; c = htcondor2.Collector(); "
-                     "ad = c.locate(htcondor2.DaemonType.Startd, sys.argv[1]); "
-                     "htcondor2.Startd(ad).drainJobs()")
+            drain = ("import classad2, htcondor2, sys; htcondor2.Startd(classad2.ClassAd("
+                     "{'MyType': 'Machine', 'MyAddress': sys.argv[1]})).drainJobs()")
             for args in (["condor_off", "-startd", "-addr", slot["MyAddress"]],
-                         [sys.executable, "-c", drain, slot["Machine"]]):
+                         [sys.executable, "-c", drain, slot["MyAddress"]]):
                 res = subprocess.run(args, env=prov.env(), capture_output=True, text=True,
                                      timeout=60)
                 assert res.returncode != 0, (args, res.stdout, res.stderr)
