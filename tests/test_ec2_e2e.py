@@ -439,3 +439,43 @@ def test_watchdog_powers_off_a_vm_whose_htcondor_never_starts(site, aws, moto_ur
         print(f"watchdog: powered off {elapsed:.1f} s after boot (WATCHDOG 12 s)")
     finally:
         hv.stop()
+
+
+def test_hung_vm_is_terminated_as_lost_and_the_healthy_one_is_kept(condor, request, aws,
+                                                                   moto_url, tmp_path):
+    """SIGSTOP every HTCondor process of one VM (a hung VM: its ads expire from
+    the collector, its watchdog still sees a condor_master): after LOST_TIMEOUT
+    with no job running there it is terminated as lost; the other VM is untouched."""
+    pool = site_pool(condor, "hung", extra="CLASSAD_LIFETIME = 15\n", address=VM_ADDRESS)
+    make = ProvMaker(pool, condor.base, request.node.name, ENTRY, {
+        "TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1", "IMAGE": aws[1],
+        "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, "CONTROL_PERIOD": 1,
+        "SHUTDOWN_GRACE": 5, "USER_DATA_TEMPLATE_DIR": vm_timing(tmp_path)})
+    prov = make(IDLE_TIMEOUT=3600, LOST_TIMEOUT=60, IDLE_SHUTDOWN=3600)
+    hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
+    try:
+        cluster = submit(pool, tmp_path, 2, 10, cpus=2)  # one job per 2-core VM
+        proc = prov.start()
+        wait_for(lambda: jobs_done(pool, cluster, 2) and len(hv.running()) == 2, 150,
+                 interval=1, what="2 jobs done on 2 VMs")
+        hung, healthy = sorted(hv.running())
+        assert hv.booted[hung].kill("STOP", "^condor_") >= 2  # master, startd, ...
+        t0 = time.monotonic()
+        line = f"Terminated {hung} (entry {ENTRY}) as lost: lost: not in the collector for"
+        wait_for(lambda: line in prov.log_text(), 150, interval=1,
+                 what="the hung VM terminated as lost")
+        elapsed = time.monotonic() - t0
+        assert elapsed >= 60, elapsed
+        wait_for(lambda: hung not in instances(aws[0], prov), 30, interval=1,
+                 what="the hung instance terminated in EC2")
+        assert healthy in instances(aws[0], prov) and healthy in hv.running()
+        text = prov.log_text()
+        assert f"Retiring {healthy}" not in text and f"Terminated {healthy}" not in text
+        [ad] = pool.collector().query(htcondor2.AdType.Any, 'MyType == "CloudProvisioner"',
+                                      ["InstancesLost"])
+        assert ad["InstancesLost"] == 1
+        assert prov.stop(proc) == 0
+        print(f"hung VM terminated as lost {elapsed:.0f} s after SIGSTOP (LOST_TIMEOUT 60 s)")
+    finally:
+        hv.stop()
+        make.cleanup()
