@@ -545,3 +545,39 @@ def test_local_provider_contract(condor):
         assert processes_using(str(workdir)) == []
     finally:
         provider.terminate([i.id for i in provider.list({})])
+
+
+def test_sighup_rereads_the_knobs_in_place_and_a_bad_config_is_refused(condor, request,
+                                                                       tmp_path):
+    """condor_reconfig sends SIGHUP: the provisioner keeps running (and so do its
+    nodes and their jobs), a raised MAX_INSTANCES takes effect in the next
+    cycles, and a malformed knob is refused with one line while the running
+    configuration stays."""
+    pool = site_pool(condor, "hup")
+    make = ProvMaker(pool, condor.base, request.node.name)
+    try:
+        prov = make(MAX_INSTANCES=1, IDLE_TIMEOUT=600)
+        cluster = submit(pool, tmp_path, 2, 20, cpus=2)  # one job per 2-core node
+        proc = prov.start()
+        watch(prov, lambda: len(prov.running()) == 1 and pool.schedd().query(
+            "JobStatus == 2", ["ProcId"]), 90, "one node running a job", cap=1)
+        first = prov.running()[0]
+        prov.configure(MAX_INSTANCES=2)
+        for _ in range(5):  # several reconfigs in a row
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        watch(prov, lambda: len(prov.running()) == 2, 60, "a second node after the reconfig")
+        prov.configure(MAX_INSTANCES="many")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "Reconfig refused" in prov.log_text(), 30, what="the refusal")
+        ads = watch(prov, lambda: jobs_done(pool, cluster, 2), 120, "both jobs done")
+        assert all(a["NumJobStarts"] == 1 for a in ads), ads
+        assert proc.poll() is None and first in prov.running()
+        text = prov.log_text()
+        assert text.count("Reconfigured: entries local1") >= 1, text[-3000:]
+        [refused] = [ln for ln in text.splitlines() if "Reconfig refused" in ln]
+        assert "CLOUD_PLUGINS_LOCAL1_MAX_INSTANCES" in refused and "many" in refused
+        assert "as a failure" not in text and "Traceback" not in text
+        assert prov.stop(proc) == 0
+    finally:
+        make.cleanup()

@@ -49,6 +49,15 @@ def test_master_starts_advertises_and_restarts_the_provisioner(condor):
     assert "CloudProvisioner" in ad
     pids = pool_provisioner_pids(pool)
     assert len(pids) == 1, pids
+    # condor_reconfig (SIGHUP from the master) re-reads the knobs in place:
+    # the same process goes on.
+    prov_log = pool.log_dir / "CloudProvisionerLog"
+    for _ in range(3):
+        pool.run("condor_reconfig")
+    wait_for(lambda: prov_log.read_text().count("Reconfigured: entries local1") >= 1, 30,
+             what="the provisioner reconfigured")
+    assert pool_provisioner_pids(pool) == pids
+    assert "died due to signal 1" not in (pool.log_dir / "MasterLog").read_text()
     os.kill(pids[0], signal.SIGKILL)
     log = pool.log_dir / "MasterLog"
     wait_for(lambda: "CLOUD_PROVISIONER" in log.read_text() and "restarting" in log.read_text().lower(),

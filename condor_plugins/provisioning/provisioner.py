@@ -157,21 +157,11 @@ class Provisioner:
         if param is None:
             import htcondor2
             param = htcondor2.param
-        self.param = param
-        self.cfg = config_mod.load(param)
-        self.collector_host = param.get("COLLECTOR_HOST") or ""
-        self.token_domain = param.get("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN") or ""
-        if self.cfg.entries and not self.token_domain:
-            raise config_mod.ConfigError("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN is not set (the "
-                                         "identity domain of the worker tokens)")
+        self.providers: Dict[str, Provider] = {}
+        self._configure(param, providers)
         spool = param.get("SPOOL") or "."
         self.state_file = Path(state_file or Path(spool) / "cloud_plugins"
                                / "provisioner-state.json")
-        if providers is None:
-            providers = {e.name: provider_class(e.type, e.name)(e.name, e.settings)
-                         for e in self.cfg.entries}
-        self.providers = dict(providers)
-        self.templates = {e.name: template_ad(e, self.cfg, param) for e in self.cfg.entries}
         self.records, self.backoff, self.failures = load_state(self.state_file)
         self.cycles = 0
         self.failed_cycles = 0
@@ -184,6 +174,51 @@ class Provisioner:
         self._holds: set = set()
         self.started = time.time()
         self.last_cycle = 0.0
+
+    def _configure(self, param: Mapping[str, str],
+                   providers: Optional[Mapping[str, Provider]] = None) -> None:
+        """Read the knobs; raises (ConfigError, ProviderNotFound, ...) before
+        changing anything. A provider whose entry kept its type and settings
+        is kept, with its connections."""
+        cfg = config_mod.load(param)
+        token_domain = param.get("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN") or ""
+        if cfg.entries and not token_domain:
+            raise config_mod.ConfigError("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN is not set (the "
+                                         "identity domain of the worker tokens)")
+        if providers is None:
+            old = {e.name: e for e in self.cfg.entries} if hasattr(self, "cfg") else {}
+            providers = {}
+            for e in cfg.entries:
+                kept = old.get(e.name)
+                if (kept is not None and e.name in self.providers and kept.type == e.type
+                        and kept.settings == e.settings):
+                    providers[e.name] = self.providers[e.name]
+                else:
+                    providers[e.name] = provider_class(e.type, e.name)(e.name, e.settings)
+        templates = {e.name: template_ad(e, cfg, param) for e in cfg.entries}
+        dropped = [p for name, p in self.providers.items() if providers.get(name) is not p]
+        self.param, self.cfg, self.token_domain = param, cfg, token_domain
+        self.collector_host = param.get("COLLECTOR_HOST") or ""
+        self.providers, self.templates = dict(providers), templates
+        for provider in dropped:
+            try:
+                provider.close()
+            except Exception:
+                log.exception("Closing provider entry %s failed", provider.entry)
+
+    def reconfigure(self, param: Mapping[str, str]) -> bool:
+        """SIGHUP (condor_reconfig): the new knobs from the next cycle on, or,
+        if they are bad, one log line and the running configuration kept."""
+        try:
+            self._configure(param)
+        except Exception as err:
+            log.error("Reconfig refused, keeping the running configuration: %s",
+                      str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return False
+        log.info("Reconfigured: entries %s, cycle every %ds",
+                 ", ".join(e.name for e in self.cfg.entries) or "none",
+                 self.cfg.cycle_interval)
+        return True
 
     # ------------------------------------------------------------ observe
     def _collector(self):
@@ -697,13 +732,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     import htcondor2
     setup_logging(htcondor2.param, args.debug)
-    stop = threading.Event()
+    stop, wake, reconfig = threading.Event(), threading.Event(), threading.Event()
 
     def _stop(signum, _frame):
         log.info("Got signal %s: exiting after this cycle", signal.Signals(signum).name)
         stop.set()
+        wake.set()
+
+    def _reconfig(_signum, _frame):  # condor_reconfig: never exit for it
+        reconfig.set()
+        wake.set()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, _stop)
+    signal.signal(signal.SIGHUP, _reconfig)
     try:
         prov = Provisioner()
     except (config_mod.ConfigError, ProviderNotFound) as err:
@@ -726,9 +767,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         prov.close()
         return 0 if ok else 1
     while not stop.is_set():
+        if reconfig.is_set():
+            reconfig.clear()
+            log.info("Got signal SIGHUP: re-reading the configuration")
+            htcondor2.reload_config()
+            prov.reconfigure(htcondor2.param)
         started = time.monotonic()
+        wake.clear()
         prov.cycle()
-        stop.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
+        if not (stop.is_set() or reconfig.is_set()):
+            wake.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
     prov.invalidate()
     prov.close()
     log.info("Stopped after %d cycles (%d failed)", prov.cycles, prov.failed_cycles)
