@@ -151,7 +151,7 @@ def test_unreachable_collector_or_schedd_holds_what_depends_on_it(site, tmp_path
     # The collector is unreachable for a cycle: nothing is drained or terminated.
     mark = len(prov.log_text())
     dead = f"127.0.0.1:{_dead_port()}"
-    assert prov.once({"_CONDOR_COLLECTOR_HOST": dead}) == 0
+    assert prov.once({"_CONDOR_COLLECTOR_HOST": dead}) == 1  # an incomplete cycle
     text = prov.log_text()[mark:]
     assert "Observation of the collector failed" in text, text
     assert "Draining" not in text and "Terminated" not in text, text
@@ -163,7 +163,7 @@ def test_unreachable_collector_or_schedd_holds_what_depends_on_it(site, tmp_path
     wait_for(lambda: not pool.collector().query(htcondor2.AdType.Schedd, "true", ["Name"]),
              30, what="the schedd ad gone")
     mark = len(prov.log_text())
-    assert prov.once() == 0
+    assert prov.once() == 1  # an incomplete cycle
     text = prov.log_text()[mark:]
     assert "Observation of the schedd(s) failed" in text, text
     assert "Draining" not in text and "Terminated" not in text, text
@@ -579,5 +579,36 @@ def test_sighup_rereads_the_knobs_in_place_and_a_bad_config_is_refused(condor, r
         assert "CLOUD_PLUGINS_LOCAL1_MAX_INSTANCES" in refused and "many" in refused
         assert "as a failure" not in text and "Traceback" not in text
         assert prov.stop(proc) == 0
+    finally:
+        make.cleanup()
+
+
+def test_once_exit_codes(condor, request, tmp_path):
+    """``--once``: 0 only when every observation and action succeeded; 1 when
+    one failed (a dead collector, a failed listing); 2 for a bad config; 3
+    while another provisioner holds the state."""
+    from condor_plugins.localpool import free_port
+    pool = site_pool(condor, "codes")
+    make = ProvMaker(pool, condor.base, request.node.name)
+    try:
+        good = make()
+        assert good.once() == 0, good.log_text()[-2000:]
+        assert make(MAX_INSTANCES="many").once() == 2
+        unreadable = tmp_path / "unreadable"
+        unreadable.mkdir()
+        unreadable.chmod(0)
+        listing = make(STATE_DIR=unreadable)
+        assert listing.once() == 1
+        assert "The cycle was incomplete: the listing of entry local1 failed" in listing.log_text()
+        unreadable.chmod(0o755)
+        dead = make()
+        dead.knobs["COLLECTOR_HOST"] = f"127.0.0.1:{free_port()}"
+        dead.configure()
+        assert dead.once() == 1
+        assert "the collector query failed" in dead.log_text()
+        proc = good.start()
+        wait_for(lambda: good.log_text().count("cycle every") == 2, 30, what="the daemon started")
+        assert good.once() == 3
+        assert good.stop(proc) == 0
     finally:
         make.cleanup()

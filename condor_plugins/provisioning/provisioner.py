@@ -165,6 +165,7 @@ class Provisioner:
         self.records, self.backoff, self.failures = load_state(self.state_file)
         self.cycles = 0
         self.failed_cycles = 0
+        self.incomplete: List[str] = []  # what failed in the last cycle
         self.lost = 0  # lost nodes terminated by this process
         self.interrupted: set = set()  # instances the cloud interrupted (spot notices)
         self._failed_schedds: set = set()
@@ -460,7 +461,9 @@ class Provisioner:
                 started = provider.create(entry.spec(), 1, tags, user_data, iid)
             except ProviderError as err:
                 self.failures.append(LaunchFailed(entry.name, err.kind, err.message))
+                self.incomplete.append(f"a create for entry {entry.name} failed")
             except Exception as err:
+                self.incomplete.append(f"a create for entry {entry.name} failed")
                 log.exception("Create for entry %s failed", entry.name)
                 self.failures.append(LaunchFailed(entry.name, "error", str(err)[:200]))
             else:
@@ -543,18 +546,29 @@ class Provisioner:
                     log.log(logging.DEBUG if key in self._holds else logging.INFO, "Hold%s: %s",
                             f" ({action.entry})" if action.entry else "", action.reason)
             except ProviderError as err:
+                self.incomplete.append(f"{type(action).__name__} failed")
                 log.error("%s failed (%s): %s", type(action).__name__, err.kind, err.message)
             except Exception:
+                self.incomplete.append(f"{type(action).__name__} failed")
                 log.exception("%s failed", action)
         self._holds = holds
 
     # ------------------------------------------------------------ cycle
     def cycle(self) -> bool:
-        """Observe, plan, act.  Never raises; returns False if the cycle failed."""
+        """Observe, plan, act.  Never raises; returns False if the cycle failed.
+        ``incomplete`` then says what failed in it (an observation, a create,
+        a terminate): ``--once`` exits 1 if anything did."""
         self.cycles += 1
+        self.incomplete = []
         try:
             now = time.time()
             state = self.observe()
+            if not state.demand_ok:
+                self.incomplete.append("a schedd query failed")
+            if not state.nodes_ok:
+                self.incomplete.append("the collector query failed")
+            self.incomplete += [f"the listing of entry {name} failed"
+                                for name, listing in state.listings.items() if not listing.ok]
             plan = plan_cycle(state, self.cfg, now)
             self.last_plan = plan
             before = self.records
@@ -726,7 +740,12 @@ def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="condor_cloud_provisioner",
-        description="Start cloud worker nodes for idle jobs and retire them when idle.")
+        description="Start cloud worker nodes for idle jobs and retire them when idle.",
+        epilog="exit status: 0 stopped by a signal, or (--once) every observation and "
+               "action of the cycle succeeded; 1 (--once) the cycle was incomplete: a "
+               "schedd, collector or cloud query, a create or a terminate failed (the log "
+               "says which); 2 configuration error; 3 another provisioner holds the state "
+               "file's lock.")
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
     parser.add_argument("--debug", action="store_true", help="verbose logging")
     args = parser.parse_args(argv)
@@ -765,7 +784,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.once:
         ok = prov.cycle()
         prov.close()
-        return 0 if ok else 1
+        if not ok or prov.incomplete:
+            log.error("The cycle was incomplete: %s", "; ".join(prov.incomplete)
+                      or "it failed (see above)")
+            return 1
+        return 0
     while not stop.is_set():
         if reconfig.is_set():
             reconfig.clear()
