@@ -590,12 +590,12 @@ def test_once_exit_codes(condor, request, tmp_path):
     from condor_plugins.localpool import free_port
     pool = site_pool(condor, "codes")
     make = ProvMaker(pool, condor.base, request.node.name)
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
     try:
         good = make()
         assert good.once() == 0, good.log_text()[-2000:]
         assert make(MAX_INSTANCES="many").once() == 2
-        unreadable = tmp_path / "unreadable"
-        unreadable.mkdir()
         unreadable.chmod(0)
         listing = make(STATE_DIR=unreadable)
         assert listing.once() == 1
@@ -611,4 +611,5 @@ def test_once_exit_codes(condor, request, tmp_path):
         assert good.once() == 3
         assert good.stop(proc) == 0
     finally:
+        unreadable.chmod(0o755)  # pytest must be able to remove it
         make.cleanup()
