@@ -277,3 +277,20 @@ def hook_dir(base: Path) -> Path:
                         f"sys.exit({name}_main())\n")
         path.chmod(0o755)
     return d
+
+
+def kill_mid_burst(pool, prov, hv, tmp_path, listed=lambda: None):
+    """Four 12 s jobs on two VMs, the provisioner SIGKILLed while they run and
+    never restarted; ``listed()`` is taken right after the kill. Waits until
+    every job is done, exactly once; returns what ``listed()`` returned."""
+    import signal as _signal
+    cluster = submit(pool, tmp_path, 4, 12)
+    proc = prov.start()
+    wait_for(lambda: len(hv.running()) == 2 and pool.schedd().query(
+        "JobStatus == 2", ["ProcId"]), 120, interval=1, what="jobs running on 2 VMs")
+    proc.send_signal(_signal.SIGKILL)
+    proc.wait(10)
+    seen = listed()
+    ads = wait_for(lambda: jobs_done(pool, cluster, 4), 120, interval=1, what="every job done")
+    assert all(a["NumJobStarts"] == 1 for a in ads), ads
+    return seen

@@ -27,8 +27,8 @@ import htcondor2  # noqa: E402
 from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_ENTRY, TAG_PROVISIONER, TAG_REQUEST  # noqa: E402
 from hypervisor import EC2Api, Hypervisor  # noqa: E402
-from provtools import (VM_ADDRESS, ProvMaker, jobs_done, refused_drains, node_of,  # noqa: E402
-                       site_pool, submit, vm_timing)
+from provtools import (VM_ADDRESS, ProvMaker, jobs_done, kill_mid_burst,  # noqa: E402
+                       refused_drains, node_of, site_pool, submit, vm_timing)
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")]
@@ -338,16 +338,8 @@ def test_provisioner_gone_every_vm_retires_within_the_lease(site, aws, moto_url,
     prov = make(IDLE_TIMEOUT=600, LEASE=8, IDLE_SHUTDOWN=600)
     hv = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
     try:
-        cluster = submit(pool, tmp_path, 4, 12)
-        proc = prov.start()
-        wait_for(lambda: len(hv.running()) == 2 and pool.schedd().query(
-            "JobStatus == 2", ["ProcId"]), 120, interval=1, what="jobs running on 2 VMs")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        launched = set(instances(client, prov))
-        ads = wait_for(lambda: jobs_done(pool, cluster, 4), 120, interval=1,
-                       what="every job done")
-        assert all(a["NumJobStarts"] == 1 for a in ads), ads
+        launched = kill_mid_burst(pool, prov, hv, tmp_path,
+                                  lambda: set(instances(client, prov)))
         wait_for(lambda: not instances(client, prov), 120, interval=1,
                  what="every instance terminated by its own power-off")
         assert set(hv.powered_off) == launched

@@ -20,8 +20,8 @@ from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_PROVISIONER  # noqa: E402
 from hypervisor import Hypervisor, NovaApi  # noqa: E402
 from nova_emulator import NovaEmulator  # noqa: E402
-from provtools import (VM_ADDRESS, ProvMaker, jobs_done, refused_drains, node_of,  # noqa: E402
-                       site_pool, submit, vm_timing)
+from provtools import (VM_ADDRESS, ProvMaker, jobs_done, kill_mid_burst,  # noqa: E402
+                       refused_drains, node_of, site_pool, submit, vm_timing)
 
 pytestmark = pytest.mark.integration
 
@@ -160,15 +160,7 @@ def test_provisioner_gone_every_server_shuts_off_within_the_lease(site, nova, co
     prov = make(IDLE_TIMEOUT=600, LEASE=8, IDLE_SHUTDOWN=600)
     hv = Hypervisor(NovaApi(nova, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
     try:
-        cluster = submit(pool, tmp_path, 4, 12)
-        proc = prov.start()
-        wait_for(lambda: len(hv.running()) == 2 and pool.schedd().query(
-            "JobStatus == 2", ["ProcId"]), 120, interval=1, what="jobs running on 2 servers")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        ads = wait_for(lambda: jobs_done(pool, cluster, 4), 120, interval=1,
-                       what="every job done")
-        assert all(a["NumJobStarts"] == 1 for a in ads), ads
+        kill_mid_burst(pool, prov, hv, tmp_path)
         wait_for(lambda: set(servers(nova, prov).values()) == {"SHUTOFF"}, 120, interval=1,
                  what="every server shut off by itself")
         assert set(hv.powered_off) == set(servers(nova, prov))

@@ -46,7 +46,7 @@ from .state import (ACTIVE_PHASES, BOOTING_PHASES, Action, Backoff, Create, Drai
                     InstanceRecord, Launched, LaunchFailed, NodeInfo, ObservedState, Outcome,
                     Phase, Plan, Terminate)
 
-__all__ = ["plan", "fold_launches", "backoff_delay"]
+__all__ = ["plan", "fold_launches", "backoff_delay", "INTERRUPTED", "NODE_DRAINING"]
 
 
 def fold_launches(records: Mapping[str, InstanceRecord], outcomes: Iterable[Outcome],
@@ -76,6 +76,11 @@ def plan(state: ObservedState, cfg: ProvisionerConfig, now: float) -> Plan:
 
 def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
+
+
+#: Reasons of a DRAINING phase the node itself chose (not our Drain action).
+INTERRUPTED = "interrupted by the cloud"
+NODE_DRAINING = "draining (not asked by us)"
 
 
 class _Cycle:
@@ -302,11 +307,11 @@ class _Cycle:
             # The cloud takes it back: the node vacates its jobs (requeued) and
             # retires. Not a failure of the entry, so no backoff.
             self._keep(rec, phase=Phase.DRAINING,
-                       reason=f"interrupted by the cloud ({node.interruption}): its jobs are "
+                       reason=f"{INTERRUPTED} ({node.interruption}): its jobs are "
                               "vacated and requeued")
             return
         if node.draining:
-            self._keep(rec, phase=Phase.DRAINING, reason="draining (not asked by us)")
+            self._keep(rec, phase=Phase.DRAINING, reason=NODE_DRAINING)
             return
         if node.busy_slots > 0:
             self._keep(rec, phase=Phase.BUSY, last_busy=self.now,

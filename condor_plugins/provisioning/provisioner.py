@@ -33,7 +33,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from .. import config as config_mod
 from ..config import EntryConfig, ProvisionerConfig
-from .policy import fold_launches, plan as plan_cycle
+from .policy import INTERRUPTED, NODE_DRAINING, fold_launches, plan as plan_cycle
 from ..providers import ProviderNotFound, provider_class
 from ..providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
                              owner_tags)
@@ -87,7 +87,7 @@ def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, 
 def _our_action(rec: InstanceRecord) -> bool:
     """A phase our own Drain/Terminate put it in (logged when done)."""
     return (rec.phase in (Phase.TERMINATING, Phase.FAILED) or rec.phase is Phase.DRAINING
-            and not rec.reason.startswith(("interrupted by the cloud", "draining (not asked")))
+            and not rec.reason.startswith((INTERRUPTED, NODE_DRAINING)))
 
 
 def _startd_name(slot_name) -> str:
@@ -576,7 +576,7 @@ class Provisioner:
             self.failures = []  # consumed by this plan
             self._log_changes(before, self.records)
             self.interrupted |= {iid for iid, rec in self.records.items()
-                                 if rec.reason.startswith("interrupted by the cloud")}
+                                 if rec.reason.startswith(INTERRUPTED)}
             self.save()
             self.act(plan, now, before)
             self.save()
