@@ -237,7 +237,12 @@ def advertise_ghost_schedd(pool, name, address, lifetime=900):
                   f'CondorVersion = "{real["CondorVersion"]}"\n'
                   f'CondorPlatform = "{real["CondorPlatform"]}"\n'
                   f'ClassAdLifetime = {lifetime}\n')
-    pool.run("condor_advertise", "UPDATE_SCHEDD_AD", str(ad))
+    pool.run("condor_advertise", "-tcp", "UPDATE_SCHEDD_AD", str(ad))
+    # The collector files an update after condor_advertise returns: wait until a
+    # query sees it, so a test never races its own setup.
+    wait_for(lambda: pool.collector().query(
+        htcondor2.AdType.Schedd, constraint=f'Name == "{name}"', projection=["Name"]),
+        30, interval=0.2, what=f"the ghost schedd ad {name}")
 
 
 def node_of(host):
