@@ -1,12 +1,18 @@
 """condor_cloud: look at what the cloud provisioner owns.
 
-    condor_cloud status [--json]
+    condor_cloud status [--json] [--entry E] [--constraint EXPR] [--watch [S]]
+    condor_cloud retire ID... | terminate ID... [--force] | disable E | enable E
     condor_cloud userdata ENTRY [--instance-id ID] [--show-secrets]
 
-Reads the provisioner's configuration (HTCondor knobs), its state file, every
-provider entry's listing and the collector, and prints one row per instance:
-provider entry, id, state, age, slots busy/idle, reason. Entries in backoff are
-listed below the table. Nothing secret (tokens, credentials) is ever shown.
+``status`` reads the provisioner's configuration (HTCondor knobs), its state
+file, every provider entry's listing, the collector and the provisioner's own
+ad, and prints one row per instance (entry, id, state, age, busy slots, idle
+cores, reason), then whether the daemon runs and when it last cycled, the
+entries in backoff or disabled, the last cycle's holds and the idle jobs no
+entry can run.  It never writes anything.  Nothing secret is ever shown.
+
+The levers are commands to the running provisioner (provisioning/commands.py),
+taken at its next cycle and audited in its log.
 
 ``userdata`` prints the cloud-init document a new instance of ENTRY would
 boot with. Its token is a placeholder and secret files are redacted, unless
@@ -31,28 +37,80 @@ def _age(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
+#: Version of the ``status --json`` document (2: ISO 8601 times, daemon,
+#: holds, unmatched jobs, disabled entries).
+SCHEMA_VERSION = 2
+
+
+def _iso(t) -> str | None:
+    import datetime
+    if not isinstance(t, (int, float)) or t <= 0:
+        return None
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _daemon(prov, now: float) -> dict:
+    """The running provisioner as its own collector ad shows it."""
+    import classad2
+    import htcondor2
+    from .provisioning.provisioner import AD_TYPE
+    ads = prov._collector().query(
+        htcondor2.AdType.Generic, f"MyType == {classad2.quote(AD_TYPE)} && "
+        f"Name == {classad2.quote(prov.cfg.name)}",
+        ["LastCycleTime", "DaemonStartTime", "CycleInterval", "CloudHolds",
+         "CloudUnmatchedJobs", "Machine"])
+    if not ads:
+        return {"alive": False, "why": "no provisioner ad in the collector (not running, "
+                "or not for 3 cycles)", "holds": [], "unmatched_jobs": []}
+    ad = ads[0]
+    last = ad.get("LastCycleTime") or 0
+    interval = ad.get("CycleInterval") or prov.cfg.cycle_interval
+    alive = bool(last) and now - last <= 3 * interval + 10
+    return {"alive": alive, "machine": ad.get("Machine"), "last_cycle": _iso(last),
+            "seconds_since_cycle": round(now - last) if last else None,
+            "started": _iso(ad.get("DaemonStartTime")), "cycle_interval": interval,
+            "why": "" if alive else "its last cycle is older than 3 cycle intervals",
+            "holds": [str(h) for h in (ad.get("CloudHolds") or [])],
+            "unmatched_jobs": [str(u) for u in (ad.get("CloudUnmatchedJobs") or [])]}
+
+
 def collect(param=None, now: float | None = None) -> dict:
-    """The status as plain data (also the --json output)."""
-    from .provisioning.provisioner import Provisioner
+    """The status as plain data (also the --json output).  Reads only."""
+    from .provisioning.provisioner import Provisioner, load_disabled
     now = time.time() if now is None else now
     prov = Provisioner(param)
+    prov.housekeeping = False  # status only looks: it never changes anything
+    errors = []
     try:
         listings = prov.listings()  # first: nodes are matched to them
+        errors += [f"the listing of provider entry {e} failed"
+                   for e, listing in sorted(listings.items()) if not listing.ok]
         nodes_ok, nodes = True, {}
         try:
             nodes, _ = prov.nodes()
         except Exception as err:  # shown, not fatal: the rest is still useful
             nodes_ok, nodes = False, {}
-            collector_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+            errors.append("the collector query failed: " + (str(err).splitlines()[0]
+                                                             if str(err) else type(err).__name__))
+        try:
+            daemon = _daemon(prov, now)
+        except Exception as err:
+            daemon = {"alive": None, "why": f"unknown: {str(err).splitlines()[0] if str(err) else err!r}",
+                      "holds": [], "unmatched_jobs": []}
         rows = []
         seen = set()
         for iid, rec in sorted(prov.records.items(), key=lambda kv: (kv[1].entry, kv[1].created)):
             seen.add(iid)
             listing = listings.get(rec.entry)
             inst = listing.by_id().get(iid) if listing and listing.ok else None
+            if rec.entry not in listings:
+                provider_state = "unconfigured"
+            elif not listing.ok:
+                provider_state = "unknown"
+            else:
+                provider_state = inst.state.name.lower() if inst else "not listed"
             rows.append(_row(rec.entry, iid, str(rec.phase), now - rec.created, nodes.get(iid),
-                             rec.reason or (inst.reason if inst else ""),
-                             inst.state.name.lower() if inst else ("unknown" if not (listing and listing.ok) else "not listed")))
+                             rec.reason or (inst.reason if inst else ""), provider_state))
         for entry, listing in sorted(listings.items()):
             for inst in listing.instances:
                 if inst.id in seen:
@@ -61,17 +119,22 @@ def collect(param=None, now: float | None = None) -> dict:
                 rows.append(_row(entry, inst.id, "unrecorded", age, nodes.get(inst.id),
                                  inst.reason or "listed by the provider, not yet adopted",
                                  inst.state.name.lower()))
-        backoff = {entry: {"failures": b.failures, "until": b.until,
-                           "remaining": max(0.0, b.until - now), "reason": b.reason}
+        backoff = {entry: {"failures": b.failures, "until": _iso(b.until),
+                           "remaining_s": round(max(0.0, b.until - now)), "reason": b.reason}
                    for entry, b in sorted(prov.backoff.items()) if b.failures}
+        disabled = sorted(load_disabled(prov.state_file))
         status = {
-            "provisioner": prov.cfg.name, "pool": prov.cfg.pool, "time": now,
+            "schema_version": SCHEMA_VERSION,
+            "provisioner": prov.cfg.name, "pool": prov.cfg.pool, "time": _iso(now),
             "entries": {e.name: {"type": e.type, "max_instances": e.max_instances,
-                                 "listing_ok": listings[e.name].ok} for e in prov.cfg.entries},
+                                 "listing_ok": listings[e.name].ok,
+                                 "enabled": e.enabled and e.name not in disabled}
+                        for e in prov.cfg.entries},
             "collector_ok": nodes_ok, "instances": rows, "backoff": backoff,
+            "daemon": {k: v for k, v in daemon.items() if k not in ("holds", "unmatched_jobs")},
+            "holds": daemon["holds"], "unmatched_jobs": daemon["unmatched_jobs"],
+            "disabled_entries": disabled, "errors": errors,
         }
-        if not nodes_ok:
-            status["collector_error"] = collector_error
         return status
     finally:
         prov.close()
@@ -83,26 +146,62 @@ def _row(entry, iid, state, age, node, reason, provider_state) -> dict:
             "cpus_idle": node.idle_cpus if node else None, "reason": reason}
 
 
+def select(status: dict, entries=(), constraint: str | None = None) -> dict:
+    """Only the rows of ``entries`` (if any) for which the ClassAd expression
+    ``constraint`` is true; the row's attributes are Entry, Id, State,
+    ProviderState, AgeSeconds, SlotsBusy, CpusIdle and Reason."""
+    import classad2
+    rows = [r for r in status["instances"] if not entries or r["entry"] in entries]
+    if constraint:
+        expr = classad2.ExprTree(constraint)
+        keep = []
+        for r in rows:
+            ad = classad2.ClassAd({"Entry": r["entry"], "Id": r["id"], "State": r["state"],
+                                   "ProviderState": r["provider_state"], "AgeSeconds": r["age_s"],
+                                   "Reason": r["reason"]})
+            for attr, key in (("SlotsBusy", "slots_busy"), ("CpusIdle", "cpus_idle")):
+                if r[key] is not None:
+                    ad[attr] = r[key]
+            if expr.eval(ad) is True:
+                keep.append(r)
+        rows = keep
+    return dict(status, instances=rows)
+
+
 def render(status: dict) -> str:
-    head = ("ENTRY", "ID", "STATE", "PROVIDER", "AGE", "BUSY", "IDLE", "REASON")
+    head = ("ENTRY", "ID", "STATE", "PROVIDER", "AGE", "BUSY", "IDLECPUS", "REASON")
     rows = [head]
     for r in status["instances"]:
         rows.append((r["entry"], r["id"], r["state"], r["provider_state"], _age(r["age_s"]),
                      "-" if r["slots_busy"] is None else str(r["slots_busy"]),
                      "-" if r["cpus_idle"] is None else str(r["cpus_idle"]), r["reason"]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head) - 1)]
+    d = status["daemon"]
+    if d.get("alive"):
+        alive = f"running on {d.get('machine')}, last cycle {d['seconds_since_cycle']}s ago"
+    elif d.get("alive") is None:
+        alive = f"daemon state {d.get('why')}"
+    else:
+        alive = f"NOT RUNNING: {d.get('why')}"
     lines = [f"Provisioner {status['provisioner']} (pool {status['pool']}): "
-             f"{len(status['instances'])} instance(s)"]
+             f"{len(status['instances'])} instance(s); {alive}"]
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
     for entry, b in status["backoff"].items():
-        lines.append(f"Backoff {entry}: {b['failures']} failure(s), no new instance for "
-                     f"{_age(b['remaining'])}: {b['reason']}")
-    for entry, e in status["entries"].items():
-        if not e["listing_ok"]:
-            lines.append(f"WARNING: the listing of provider entry {entry} failed (state unknown)")
-    if not status["collector_ok"]:
-        lines.append(f"WARNING: the collector query failed: {status.get('collector_error', '')}")
+        if b["remaining_s"] > 0:
+            lines.append(f"Backoff {entry}: {b['failures']} failure(s), no new instance for "
+                         f"{_age(b['remaining_s'])}: {b['reason']}")
+        else:
+            lines.append(f"Probing {entry}: after {b['failures']} failure(s), one instance at a "
+                         f"time until one joins: {b['reason']}")
+    for entry in status["disabled_entries"]:
+        lines.append(f"Disabled {entry}: no new instance (condor_cloud enable {entry})")
+    for hold in status["holds"]:
+        lines.append(f"Hold {hold}")
+    for jobs in status["unmatched_jobs"]:
+        lines.append(f"Unmatched {jobs}")
+    for err in status["errors"]:
+        lines.append(f"WARNING: {err} (state unknown)")
     return "\n".join(lines)
 
 
@@ -128,11 +227,89 @@ def user_data(entry_name: str, instance_id: str, show_secrets: bool, param=None)
         prov.close()
 
 
+EPILOG = """\
+status columns: STATE is the provisioner's phase of the instance (requested,
+booting, idle, busy, draining, terminating, failed, gone), or "unrecorded": the
+provider lists an instance with this provisioner's tags that its state file
+does not know yet (it is adopted at the next cycle). PROVIDER is what the
+cloud says (pending, running, stopping, stopped, terminated, error), "not
+listed" (recorded, but the listing does not show it), "unknown" (the listing
+failed) or "unconfigured" (its entry is no longer in CLOUD_PLUGINS_PROVIDERS).
+BUSY is claimed slots, IDLECPUS unclaimed cores.
+
+exit status: 0 success; 1 (status) a query failed, so part of the output is
+unknown (WARNING lines say which), or (retire, terminate, disable, enable)
+the provisioner did not take the command within --wait seconds (it is
+withdrawn); 2 configuration or usage error, or an unknown entry or instance.
+"""
+
+
+def _lever(args, param=None) -> int:
+    """Send retire/terminate/disable/enable to the running provisioner."""
+    from .provisioning import commands
+    from .provisioning.provisioner import Provisioner
+    prov = Provisioner(param)
+    try:
+        targets = args.targets
+        if commands.COMMANDS[args.command] == "entry":
+            unknown = [t for t in targets if prov.cfg.entry(t) is None]
+            where = "CLOUD_PLUGINS_PROVIDERS"
+        else:
+            unknown = [t for t in targets if t not in prov.records]
+            where = "the provisioner's records (condor_cloud status)"
+        if unknown:
+            print(f"condor_cloud: {', '.join(unknown)}: not in {where}", file=sys.stderr)
+            return 2
+        wait = args.wait if args.wait is not None else 3 * prov.cfg.cycle_interval + 5
+        directory = prov.command_dir
+    finally:
+        prov.close()
+    path = commands.send(directory, args.command, targets, getattr(args, "force", False))
+    deadline = time.monotonic() + wait
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if path.exists():
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass  # taken just now
+        else:
+            print(f"condor_cloud: the provisioner did not take the command within {wait:.0f}s "
+                  "(is it running?); withdrawn", file=sys.stderr)
+            return 1
+    print(f"{args.command} {' '.join(targets)}: taken by the provisioner (see its log)")
+    return 0
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="condor_cloud", description="Inspect the cloud provisioner.")
+    from . import __version__
+    ap = argparse.ArgumentParser(prog="condor_cloud", description="Inspect and steer the cloud "
+                                 "provisioner.", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("status", help="instances owned by this provisioner")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st = sub.add_parser("status", help="instances owned by this provisioner, and why no VM")
+    st.add_argument("--json", action="store_true", help="machine-readable output "
+                    f"(schema_version {SCHEMA_VERSION}, ISO 8601 times)")
+    st.add_argument("--entry", action="append", default=[], metavar="ENTRY",
+                    help="only instances of ENTRY (repeatable)")
+    st.add_argument("--constraint", metavar="EXPR", help="only instances for which the ClassAd "
+                    "expression is true (attributes Entry, Id, State, ProviderState, "
+                    "AgeSeconds, SlotsBusy, CpusIdle, Reason)")
+    st.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
+                    help="print again every SECONDS (default 5) until interrupted")
+    for name, what, text in (("retire", "ID", "drain instances gracefully, then terminate them"),
+                             ("terminate", "ID", "terminate idle instances now"),
+                             ("disable", "ENTRY", "no new instance for ENTRY (kept ones stay)"),
+                             ("enable", "ENTRY", "allow new instances for ENTRY again")):
+        lever = sub.add_parser(name, help=text + " (a command to the running provisioner)")
+        lever.add_argument("targets", nargs="+", metavar=what)
+        lever.add_argument("--wait", type=float, metavar="SECONDS",
+                           help="how long to wait for the provisioner (default 3 cycles)")
+        if name == "terminate":
+            lever.add_argument("--force", action="store_true",
+                               help="even if it runs jobs (they are requeued), or the "
+                                    "collector cannot be read")
     ud = sub.add_parser("userdata", help="the cloud-init document of a new instance")
     ud.add_argument("entry", help="provider entry (a name in CLOUD_PLUGINS_PROVIDERS)")
     ud.add_argument("--instance-id", help="instance id to render (default: ENTRY-example)")
@@ -149,16 +326,26 @@ def main(argv=None) -> int:
             sys.stdout.write(user_data(args.entry, args.instance_id or
                                        f"{args.entry.lower()}-example", args.show_secrets))
             return 0
-        status = collect()
-    except (ConfigError, ProviderNotFound, RuntimeError) as err:  # RuntimeError: no token
+        if args.command != "status":
+            return _lever(args)
+        while True:
+            status = select(collect(), args.entry, args.constraint)
+            if args.json:
+                json.dump(status, sys.stdout, indent=1, sort_keys=True)
+                print()
+            else:
+                print(render(status))
+            if not args.watch:
+                return 1 if status["errors"] else 0
+            sys.stdout.flush()
+            time.sleep(args.watch)
+            print()
+    except (ConfigError, ProviderNotFound, RuntimeError, ValueError) as err:
+        # RuntimeError: no token; ValueError: a bad --constraint
         print(f"condor_cloud: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        json.dump(status, sys.stdout, indent=1, sort_keys=True)
-        print()
-    else:
-        print(render(status))
-    return 0
+        return 2
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 from .providers.base import InstanceSpec
 
 __all__ = ["PREFIX", "Knob", "KNOBS", "ConfigError", "EntryConfig", "ProvisionerConfig",
-           "load", "knobs_markdown"]
+           "load", "knobs_markdown", "unknown_knobs"]
 
 PREFIX = "CLOUD_PLUGINS_"
 GLOBAL, ENTRY, ENTRY_ONLY = "global", "entry", "entry-only"
@@ -277,6 +277,73 @@ def load(param: Mapping[str, str]) -> ProvisionerConfig:
         collector_grace=_value(param, _BY_NAME["COLLECTOR_GRACE"]),
         entries=entries,
         worker_token_lifetime=_value(param, _BY_NAME["WORKER_TOKEN_LIFETIME"]))
+
+
+# ------------------------------------------------------------------ typos
+
+#: CLOUD_PLUGINS_* knobs and helper macros the shipped config.d fragments
+#: define (site, central manager, submit side, routes, worker); a test keeps
+#: this in step with the fragments.
+FRAGMENT_KNOBS = frozenset("""
+ADMIT_CLOUD_WORKERS CCB_ADDRESS CENTRAL_MANAGER CE_ROUTES CE_ROUTES_ON CE_ROUTES_ON_EXPR
+CE_ROUTE_NAMES_1 CLOUD_POOL_COLLECTOR CLOUD_POOL_SCHEDD CONTROL_PERIOD CONTROL_TOKEN_DIR
+DEFAULT_MODE FROM_WORKER HOOK_DIR IDLE_SHUTDOWN IMAGE INSTANCE_ID INSTANCE_TYPE INTERRUPTED
+INTERRUPTIBLE LEASE MAX_LIFETIME MAX_RETIRE_TIME NODE_ATTRS NODE_CONTROL PLATFORM
+POWEROFF_SCRIPT PROVIDER PROVIDER_ENTRY PROVISIONER PROVISIONER_DAEMON_0 PROVISIONER_DAEMON_1
+PROVISIONER_ON PROVISIONER_ON_EXPR REGION REQUEST_ID RETIRING ROUTE_BURST_DELAY
+ROUTE_CONSTRAINT_1 ROUTE_DAEMON_1 ROUTE_KEYWORD_1_ ROUTE_MAX_IDLE_JOBS ROUTE_MAX_JOBS
+ROUTE_NAMES_1_ ROUTE_ON ROUTE_ON_EXPR ROUTE_REQUIREMENTS ROUTE_SELECT ROUTE_TO_CLOUD_POOL
+ROUTE_TRANSPARENT ROUTE_WITH RUN_PROVISIONER SHUTDOWN_GRACE SUBMIT_ON SUBMIT_ON_EXPR
+SUBMIT_REQUIREMENTS_0 SUBMIT_REQUIREMENTS_1 SUBMIT_TRANSFORM TRANSFORMS_0 TRANSFORMS_1
+WORKER_IDENTITIES WORKER_TOKEN_DOMAIN ZONE
+""".split())
+
+
+def _known_suffixes() -> Tuple[set, set]:
+    """(global names, per-entry names) without the prefix."""
+    from .node.contextualize import KNOBS as CONTEXT_KNOBS
+    glob = {k.name for k in KNOBS if k.scope != ENTRY_ONLY} | set(FRAGMENT_KNOBS)
+    glob |= {k.name for k in CONTEXT_KNOBS if getattr(k, "global_fallback", True)}
+    per_entry = {k.name for k in KNOBS if k.scope != GLOBAL} | {k.name for k in CONTEXT_KNOBS}
+    return glob, per_entry
+
+
+def unknown_knobs(param: Mapping[str, str]) -> list:
+    """One warning per CLOUD_PLUGINS_* knob that nothing reads, naming the
+    closest known knob: a misspelled name, an entry missing from
+    CLOUD_PLUGINS_PROVIDERS.  A provider's own settings
+    (CLOUD_PLUGINS_<ENTRY>_<SETTING>) are only flagged when they are one
+    typo away from a provisioner knob (MAX_INSTANCE for MAX_INSTANCES)."""
+    import difflib
+    glob, per_entry = _known_suffixes()
+    try:
+        entries = [e.upper() for e in _entry_names(param)]
+    except ConfigError:
+        entries = []
+    known = {PREFIX + g for g in glob} | {f"{PREFIX}{e}_{k}" for e in entries for k in per_entry}
+    warnings = []
+    for key in sorted({str(k).upper() for k in param}):
+        if not key.startswith(PREFIX) or key in known or key in ("CLOUD_PLUGINS_",):
+            continue
+        rest = key[len(PREFIX):]
+        entry = next((e for e in entries if rest.startswith(e + "_")), None)
+        if entry is not None:
+            setting = rest[len(entry) + 1:]
+            close = difflib.get_close_matches(setting, sorted(per_entry), 1, 0.85)
+            if close and not setting.startswith("WORKER_"):
+                warnings.append(f"{key} is not a knob (a setting of provider entry "
+                                f"{entry.lower()}): did you mean {PREFIX}{entry}_{close[0]}?")
+            continue
+        word = rest.split("_", 1)[0]
+        if rest.endswith("_TYPE") and word not in entries:
+            warnings.append(f"{key} configures an entry {word.lower()} that is not in "
+                            f"{PREFIX}PROVIDERS ({', '.join(e.lower() for e in entries) or 'empty'}):"
+                            " it is ignored")
+            continue
+        close = difflib.get_close_matches(rest, sorted(k[len(PREFIX):] for k in known), 1, 0.8)
+        warnings.append(f"{key} is not a condor_plugins knob" +
+                        (f": did you mean {PREFIX}{close[0]}?" if close else " (nothing reads it)"))
+    return warnings
 
 
 # ------------------------------------------------------------------ docs

@@ -159,6 +159,11 @@ class CondorInstance:
         return self.workdir / "log"
 
     @property
+    def pid_file(self) -> Path:
+        """A detached master's pid, written by itself before it execs."""
+        return self.workdir / "master.pid"
+
+    @property
     def env(self) -> dict:
         env = dict(os.environ)
         env["CONDOR_CONFIG"] = str(self.config_path)
@@ -191,15 +196,26 @@ class CondorInstance:
         self.config_path.write_text("\n".join(parts))
 
     # -- lifecycle -------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> "CondorInstance":
-        self.write_config()
-        out = open(self.log_dir / "master.stdout", "ab")
-        self.proc = subprocess.Popen(
-            ["condor_master", "-f"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
-        out.close()
+    def start(self, timeout: float = 60.0, detach: bool = False) -> "CondorInstance":
+        self.launch(detach)
         self.wait_ready(timeout)
         return self
+
+    def launch(self, detach: bool = False) -> None:
+        """Start the master; ``self.proc.pid`` is its pid.  ``detach``: it is not
+        our child but init's (double fork, own session), so no process family
+        of ours holds it: condor_master's procd and systemd then never kill it
+        when we exit or crash."""
+        self.write_config()
+        if detach:
+            self.proc = _Detached.spawn(["condor_master", "-f"], self.env, self.workdir,
+                                        self.log_dir / "master.stdout", self.pid_file)
+        else:
+            out = open(self.log_dir / "master.stdout", "ab")
+            self.proc = subprocess.Popen(
+                ["condor_master", "-f"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir)
+            out.close()
 
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -269,6 +285,67 @@ class CondorInstance:
             full_env.update(env)
         return subprocess.run(list(args), env=full_env, capture_output=True, text=True,
                               check=check, timeout=timeout, input=input, cwd=self.workdir)
+
+
+#: Forks; the child starts a session, writes its pid to argv[2] (so it is
+#: known even if our caller dies now) and execs argv[3:] with its output
+#: appended to argv[1]; the parent prints the child's pid and exits.
+_DETACH = """import os, sys
+pid = os.fork()
+if pid:
+    print(pid, flush=True)
+    os._exit(0)
+os.setsid()
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+out = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+os.dup2(out, 1)
+os.dup2(out, 2)
+os.execvp(sys.argv[3], sys.argv[3:])
+"""
+
+
+class _Detached:
+    """A process started by :data:`_DETACH`: the ``Popen`` calls the callers use
+    (``pid``, ``poll``, ``wait``, ``send_signal``), from ``/proc``; its exit
+    status is not ours to read (``returncode`` -1 once it is gone)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    @classmethod
+    def spawn(cls, argv, env, cwd, output, pidfile) -> "_Detached":
+        import sys
+        res = subprocess.run([sys.executable, "-c", _DETACH, str(output), str(pidfile), *argv],
+                             env=env,
+                             cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=30)
+        if res.returncode != 0 or not res.stdout.strip().isdigit():
+            raise InstanceError(f"cannot start {argv[0]}: {res.stderr.strip()[:200]}")
+        return cls(int(res.stdout.strip()))
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                state = "X"
+            if state in ("Z", "X"):
+                self.returncode = -1
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("condor_master", timeout)
+            time.sleep(0.1)
+        return self.returncode
+
+    def send_signal(self, sig) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
 
 
 def processes_using(marker: str) -> list:

@@ -141,3 +141,40 @@ def test_reads_htcondor_param_when_available():
         for key in ("CLOUD_PLUGINS_PROVIDERS", "CLOUD_PLUGINS_P1_TYPE",
                     "CLOUD_PLUGINS_P1_MAX_INSTANCES", "CLOUD_PLUGINS_P1_ZONE_HINT"):
             del htcondor2.param[key]
+
+
+def test_unknown_knobs_name_the_closest_known_knob():
+    """Issue 13: misspelled knobs and entries missing from PROVIDERS are named
+    (they passed without a word); provider settings and known knobs are not."""
+    from condor_plugins.config import unknown_knobs
+    param = {"CLOUD_PLUGINS_PROVIDERS": "local1", "CLOUD_PLUGINS_LOCAL1_TYPE": "local",
+             "CLOUD_PLUGINS_LOCAL1_MAX_INSTANCE": "3", "CLOUD_PLUGINS_LOCL1_CPUS": "2",
+             "CLOUD_PLUGINS_EC2WEST_TYPE": "ec2", "CLOUD_PLUGINS_LOCAL1_STATE_DIR": "/x",
+             "CLOUD_PLUGINS_CYCLE_INTERVALL": "5", "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS": "True",
+             "CLOUD_PLUGINS_CVMFS_HTTP_PROXY": "DIRECT", "CLOUD_PLUGINS_LOCAL1_CPUS": "2",
+             "CLOUD_PLUGINS_LOCAL1_WORKER_IDLE_SHUTDOWN": "3", "CLOUD_PLUGINS_ZZZ": "1",
+             "COLLECTOR_HOST": "cm"}
+    warnings = unknown_knobs(param)
+    assert warnings == [
+        "CLOUD_PLUGINS_CYCLE_INTERVALL is not a condor_plugins knob: did you mean "
+        "CLOUD_PLUGINS_CYCLE_INTERVAL?",
+        "CLOUD_PLUGINS_EC2WEST_TYPE configures an entry ec2west that is not in "
+        "CLOUD_PLUGINS_PROVIDERS (local1): it is ignored",
+        "CLOUD_PLUGINS_LOCAL1_MAX_INSTANCE is not a knob (a setting of provider entry local1): "
+        "did you mean CLOUD_PLUGINS_LOCAL1_MAX_INSTANCES?",
+        "CLOUD_PLUGINS_LOCL1_CPUS is not a condor_plugins knob: did you mean "
+        "CLOUD_PLUGINS_LOCAL1_CPUS?",
+        "CLOUD_PLUGINS_ZZZ is not a condor_plugins knob (nothing reads it)"], warnings
+
+
+def test_every_knob_the_fragments_define_is_known():
+    """The typo check knows every CLOUD_PLUGINS_* name the shipped fragments set."""
+    import re
+    from pathlib import Path
+    from condor_plugins.config import unknown_knobs
+    repo = Path(__file__).resolve().parent.parent
+    names = set()
+    for conf in [*repo.glob("config.d/**/*.conf"), *repo.glob("packaging/rpm/*.conf")]:
+        names |= set(re.findall(r"^(CLOUD_PLUGINS_[A-Z0-9_]+)\s*=", conf.read_text(), re.M))
+    assert len(names) > 40
+    assert unknown_knobs({n: "x" for n in names}) == []

@@ -508,10 +508,40 @@ def test_fold_launches_is_idempotent():
     assert once["n1"].phase is Phase.REQUESTED
 
 
-def test_unconfigured_entry_records_are_kept_untouched():
+def test_unconfigured_entry_records_are_kept_reported_and_retired_by_pulling():
+    """Issue 13: an instance whose entry left the config is never forgotten or
+    terminated (nothing can list it), is reported every cycle, and a joined one
+    is retired by pulling (DRAINING puts it in the ad's CloudRetireRequests)."""
     r = rec("z", Phase.IDLE, entry="removed")
     p = plan(observed([r], [], []), cfg(IDLE_TIMEOUT=0), T0 + 10**6)
-    assert p.records["z"] == r and not destructive(p)
+    assert not destructive(p)
+    assert p.records["z"].phase is Phase.DRAINING and "no longer configured" in p.records["z"].reason
+    held = [a for a in p.actions if isinstance(a, Hold) and "z belongs to entry removed" in a.reason]
+    assert held and held[0].key == "unconfigured z"
+    again = plan(observed(list(p.records.values()), [], []), cfg(), T0 + 10**6 + 60)
+    assert again.records["z"] == p.records["z"]
+    assert any(isinstance(a, Hold) and a.key == "unconfigured z" for a in again.actions)
+
+
+def test_admin_retire_and_terminate_requests():
+    """condor_cloud retire drains even a busy node (gracefully, by pulling);
+    terminate refuses a busy node unless forced."""
+    busy, idle, busy2 = rec("b", Phase.BUSY), rec("i", Phase.IDLE), rec("f", Phase.BUSY)
+    listed = [inst("b"), inst("i"), inst("f")]
+    nodes = [node("b", busy=1), node("i"), node("f", busy=1)]
+    state = replace(observed([busy, idle, busy2], listed, nodes),
+                    requests={"b": ("retire", "retire asked by root", False),
+                              "i": ("terminate", "terminate asked by root", False),
+                              "f": ("terminate", "terminate asked by root", False)})
+    p = plan(state, cfg(IDLE_TIMEOUT=3600), T0 + 10)
+    assert p.records["b"].phase is Phase.DRAINING and Drain(E, "b", "retire asked by root") in p.actions
+    assert p.records["i"].phase is Phase.TERMINATING
+    assert p.records["f"].phase is Phase.BUSY  # busy: held, not terminated
+    assert any(isinstance(a, Hold) and a.key == "terminate f" for a in p.actions)
+    forced = replace(state, requests={"f": ("terminate", "terminate asked by root", True)})
+    p = plan(forced, cfg(IDLE_TIMEOUT=3600), T0 + 10)
+    assert p.records["f"].phase is Phase.TERMINATING
+    assert any(isinstance(a, Terminate) and a.instance_id == "f" for a in p.actions)
 
 
 # ---------------------------------------------------------------- properties

@@ -277,6 +277,8 @@ def test_unit(payload):
     # Root: condor_token_create -key POOL reads the root-only pool signing key.
     for line in ("Type=simple", "User=root", "NoNewPrivileges=true", "Restart=on-failure",
                  "ExecStart=/usr/libexec/condor/condor_cloud_provisioner",
+                 # systemctl reload is condor_reconfig; a restart stops no node.
+                 "ExecReload=/bin/kill -HUP $MAINPID", "KillMode=process",
                  "WantedBy=multi-user.target"):
         assert line in text.splitlines(), line
 

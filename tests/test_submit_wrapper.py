@@ -244,6 +244,31 @@ def test_default_mode_from_knob(tmp_path):
     assert_steered(plain, wrapped, modes.CloudMode.CLOUD)
 
 
+def test_the_submit_files_own_cloud_mode_is_kept_and_an_invalid_one_refused(cfgs, tmp_path):
+    """Issue 13: without --mode, the job's own valid +CloudMode wins over the
+    default (it was overridden by it); an invalid one is refused, as the
+    schedd would, naming where it came from; --mode still wins."""
+    cfg = cfgs["site"]
+    body = (CORPUS / "or_requirements.sub").read_text()
+    own = tmp_path / "own.sub"
+    own.write_text('+CloudMode = "local"\n' + body)
+    plain = dry_run(["condor_submit"], ["or_requirements.sub"], cfg, tmp_path)
+    assert_steered(plain, dry_run(wrapper_cmd(), [str(own)], cfg, tmp_path),
+                   modes.CloudMode.LOCAL)
+    assert_steered(plain, dry_run(wrapper_cmd(), ["--mode", "cloud", str(own)], cfg, tmp_path),
+                   modes.CloudMode.CLOUD)
+    assert_steered(plain, dry_run(wrapper_cmd(), ["-append", "MY.CloudMode = any",
+                                                  str(own)], cfg, tmp_path),
+                   modes.CloudMode.ANY)
+    sky = tmp_path / "sky.sub"
+    sky.write_text(body.replace("queue", 'MY.CloudMode = "sky"\nqueue', 1))
+    r = run(wrapper_cmd() + [str(sky)], cfg, CORPUS)
+    assert r.returncode == 1 and r.stdout == ""
+    line = r.stderr.strip()
+    assert line.startswith("condor_submit_cloud: invalid cloud mode") and "sky" in line
+    assert f"{sky}, line" in line, line
+
+
 # ----------------------------------------------------------------- errors
 
 def test_broken_submit_file_same_exit_code(cfgs, tmp_path):

@@ -137,7 +137,13 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def list(self, owner_tags: Mapping[str, str]) -> List[Instance]:
-        """Every instance (any state) that carries all ``owner_tags``."""
+        """Every instance (any state) that carries all ``owner_tags``.  Reads
+        only: ``condor_cloud status`` calls it too."""
+
+    def housekeeping(self, owner_tags: Mapping[str, str]) -> None:
+        """Called by the provisioner after each successful listing (never by
+        ``condor_cloud status``): drop what the provider keeps of long-gone
+        instances.  The default does nothing."""
 
     @abc.abstractmethod
     def terminate(self, ids: Sequence[str]) -> None:

@@ -13,8 +13,9 @@ only: the power-off script is always disabled, and entry settings
 for short idle shutdowns or a node that never joins).
 
 Each instance lives in ``<STATE_DIR>/<id>/`` with ``instance.json`` (tags, pid,
-launch time), so ``list`` works after a provisioner restart.  Nodes run in
-their own session and survive the provisioner.  Settings (knobs
+launch time), so ``list`` works after a provisioner restart.  Nodes are
+started detached (init's children, in their own session), so no process
+family of the provisioner holds them: they survive its restart or crash.  Settings (knobs
 ``CLOUD_PLUGINS_<ENTRY>_<NAME>``):
 
 * ``STATE_DIR``: where instances live (default ``$(SPOOL)/cloud_plugins/local/<entry>``;
@@ -32,7 +33,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from .base import (TAG_REQUEST, Instance, InstanceSpec, InstanceState, Provider, ProviderError,
                    TransientError)
@@ -55,6 +56,13 @@ def _write_json(path: Path, data: Mapping) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _int_file(path: Path) -> Optional[int]:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _pid_state(pid: Optional[int], config: Path) -> str:
@@ -82,7 +90,6 @@ class LocalProvider(Provider):
         default = Path(_param("SPOOL", "/tmp")) / "cloud_plugins" / "local" / entry
         self.state_dir = Path(self.settings.get("STATE_DIR") or default)
         self.keep_terminated = float(self.settings.get("KEEP_TERMINATED") or 600)
-        self._procs: Dict[str, object] = {}  # id -> Popen, to reap our own children
 
     # ---------------------------------------------------------------- create
     def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
@@ -148,16 +155,18 @@ class LocalProvider(Provider):
                            cloud_config=values, token=token, worker_fragment=fragment,
                            include=extra)
         try:
-            node.start(timeout=30)
+            # Not our child: a restart or crash of the provisioner (its process
+            # family under condor_master or systemd) never stops a node.
+            node.launch(detach=True)
+            meta["pid"] = node.proc.pid  # at once: a crash now must not orphan it
+            _write_json(workdir / META, meta)
+            node.wait_ready(30)
         except Exception as err:  # InstanceError carries log tails: keep it short
             node.kill()
             meta["error"] = str(err).splitlines()[0][:200]
             _write_json(workdir / META, meta)
             raise TransientError(f"local provider: instance {iid} did not start: "
                                  f"{meta['error']}") from None
-        meta["pid"] = node.proc.pid
-        _write_json(workdir / META, meta)
-        self._procs[iid] = node.proc
         return self._instance(workdir) or Instance(iid, self.entry, InstanceState.PENDING)
 
     # ---------------------------------------------------------------- list
@@ -167,10 +176,9 @@ class LocalProvider(Provider):
         except (OSError, ValueError):
             return None
         iid = meta.get("id", workdir.name)
-        proc = self._procs.get(iid)
-        if proc is not None:
-            proc.poll()  # reap our own exited child, so it is not a zombie
         launched = float(meta.get("launch_time") or 0)
+        if meta.get("pid") is None:  # we crashed while it started: it wrote its pid
+            meta["pid"] = _int_file(workdir / "master.pid")
         state = _pid_state(meta.get("pid"), workdir / "condor_config")
         if state == "alive":
             st, reason = InstanceState.RUNNING, ""
@@ -195,19 +203,29 @@ class LocalProvider(Provider):
             inst = self._instance(workdir)
             if inst is None or any(inst.tags.get(k) != v for k, v in owner_tags.items()):
                 continue
-            if inst.state is InstanceState.TERMINATED and self._expired(workdir):
-                shutil.rmtree(workdir, ignore_errors=True)
-                continue
-            out.append(inst)
+            if not (inst.state is InstanceState.TERMINATED and self._expired(workdir)):
+                out.append(inst)
         return out
 
+    def housekeeping(self, owner_tags: Mapping[str, str]) -> None:
+        """Remove the directories of instances stopped ``KEEP_TERMINATED`` ago."""
+        for workdir in sorted(self.state_dir.glob("*/" + META)):
+            inst = self._instance(workdir.parent)
+            if (inst is not None and inst.state is InstanceState.TERMINATED
+                    and all(inst.tags.get(k) == v for k, v in owner_tags.items())
+                    and self._expired(workdir.parent)):
+                shutil.rmtree(workdir.parent, ignore_errors=True)
+
     def _expired(self, workdir: Path) -> bool:
-        """A stopped instance is forgotten ``KEEP_TERMINATED`` after it stopped."""
-        marker = workdir / "terminated"
-        if not marker.exists():
-            marker.touch()
-            return False
-        return time.time() - marker.stat().st_mtime >= self.keep_terminated
+        """Stopped ``KEEP_TERMINATED`` ago: its master's log (or record) was
+        last written then.  Read-only, so ``list`` never changes anything."""
+        stamps = []
+        for path in (workdir / "log" / "MasterLog", workdir / META):
+            try:
+                stamps.append(path.stat().st_mtime)
+            except OSError:
+                pass
+        return bool(stamps) and time.time() - max(stamps) >= self.keep_terminated
 
     # ---------------------------------------------------------------- terminate
     def terminate(self, ids: Sequence[str]) -> None:
@@ -217,7 +235,6 @@ class LocalProvider(Provider):
                 continue
             self._stop(iid, workdir)
             shutil.rmtree(workdir, ignore_errors=True)
-            self._procs.pop(iid, None)
 
     def _stop(self, iid: str, workdir: Path) -> None:
         """SIGQUIT (fast shutdown, as condor_off -fast) to the master, then kill."""
@@ -226,6 +243,7 @@ class LocalProvider(Provider):
             pid = json.loads((workdir / META).read_text()).get("pid")
         except (OSError, ValueError):
             pid = None
+        pid = pid or _int_file(workdir / "master.pid")
         config = workdir / "condor_config"
         if _pid_state(pid, config) == "alive":
             try:
@@ -234,9 +252,6 @@ class LocalProvider(Provider):
                 pass
             deadline = time.monotonic() + 15
             while _pid_state(pid, config) == "alive" and time.monotonic() < deadline:
-                proc = self._procs.get(iid)
-                if proc is not None:
-                    proc.poll()
                 time.sleep(0.2)
             if _pid_state(pid, config) == "alive":
                 try:
@@ -247,12 +262,6 @@ class LocalProvider(Provider):
             try:
                 os.kill(stray, signal.SIGKILL)
             except OSError:
-                pass
-        proc = self._procs.get(iid)
-        if proc is not None:
-            try:
-                proc.wait(5)
-            except Exception:
                 pass
 
 

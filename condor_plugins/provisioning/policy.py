@@ -103,7 +103,8 @@ class _Cycle:
     def run(self) -> Plan:
         if self.failed:
             self.actions.append(Hold("", f"observation failed ({', '.join(self.failed)}): "
-                                         "holding the decisions that depend on it"))
+                                         "holding the decisions that depend on it",
+                                     "observation"))
         records = fold_launches(self.state.records, self.state.outcomes, self.now)
         for outcome in self.state.outcomes:
             if isinstance(outcome, LaunchFailed):
@@ -114,10 +115,11 @@ class _Cycle:
         backoff = self._backoff()
         for entry in self.cfg.entries:
             if entry.name not in self.listed:
-                self.actions.append(Hold(entry.name, "no create: the provider listing failed"))
+                self.actions.append(Hold(entry.name, "no create: the provider listing failed",
+                                         "listing"))
             elif not self.state.nodes_ok:
                 self.actions.append(Hold(entry.name, "no create: the collector query failed "
-                                                     "(free capacity unknown)"))
+                                                     "(free capacity unknown)", "collector"))
             else:
                 self._scale_up(entry, backoff.get(entry.name))
         return Plan(tuple(self.actions), dict(sorted(self.records.items())), backoff)
@@ -153,7 +155,8 @@ class _Cycle:
                     "it joined but the collector does not show it (it may run jobs)")
         if held:
             verb = "drain" if isinstance(action, Drain) else "terminate"
-            self.actions.append(Hold(rec.entry, f"not going to {verb} {rec.id} ({reason}): {held}"))
+            self.actions.append(Hold(rec.entry, f"not going to {verb} {rec.id} ({reason}): {held}",
+                                     f"{verb} {rec.id}"))
             self._keep(rec)
             return False
         self.actions.append(action)
@@ -188,13 +191,20 @@ class _Cycle:
     def _advance(self, rec: InstanceRecord) -> None:
         entry = self.entries.get(rec.entry)
         listed = self.listed.get(rec.entry)
-        if entry is None or listed is None:  # not configured, or listing failed: unknown
+        if entry is None:
+            self._unconfigured(rec)
+            return
+        if listed is None:  # the listing failed: unknown
             self._keep(rec)
             return
         if rec.phase is Phase.GONE:
             return  # reported once; its listing was read
         inst = listed.get(rec.id)
-        if inst is None or inst.state is InstanceState.TERMINATED:
+        live = inst is not None and inst.state in (InstanceState.PENDING, InstanceState.RUNNING)
+        if live and rec.id in self.state.requests and rec.phase not in (Phase.TERMINATING,
+                                                                        Phase.FAILED):
+            self._requested(rec, *self.state.requests[rec.id])
+        elif inst is None or inst.state is InstanceState.TERMINATED:
             self._vanished(rec, entry, inst is None)
         elif inst.state is InstanceState.STOPPED:
             self._stopped(rec, inst.reason or "stopped")
@@ -209,6 +219,34 @@ class _Cycle:
                 self._keep(rec)
         else:
             self._running(rec, entry)
+
+    def _unconfigured(self, rec: InstanceRecord) -> None:
+        """Its entry left the config: nothing can list or terminate it.  Said
+        every cycle; a joined node is retired by pulling (it leaves when idle
+        and powers itself off); the record is kept until the entry is back."""
+        if rec.phase in (Phase.BOOTING, Phase.REQUESTED, Phase.IDLE, Phase.BUSY):
+            rec = replace(rec, phase=Phase.DRAINING, since=self.now,
+                          reason=f"entry {rec.entry} is no longer configured: retiring by pulling")
+        self.actions.append(Hold("", f"{rec.id} belongs to entry {rec.entry}, which is not in "
+                                     f"CLOUD_PLUGINS_PROVIDERS: kept ({rec.phase}); put the "
+                                     "entry back to have it listed and terminated",
+                                 f"unconfigured {rec.id}"))
+        self._keep(rec)
+
+    def _requested(self, rec: InstanceRecord, command: str, reason: str, force: bool) -> None:
+        """An admin's ``condor_cloud retire|terminate`` (one cycle only)."""
+        if command == "terminate":
+            self._destroy(rec, Terminate(rec.entry, rec.id, reason), Phase.TERMINATING, reason,
+                          needs_collector=not force, guarded=not force)
+        elif rec.phase in BOOTING_PHASES:
+            self._terminate(rec, reason)  # runs nothing yet
+        elif rec.phase is not Phase.DRAINING:
+            # Graceful even when busy: the node starts no new job and leaves
+            # when its jobs are done (retire by pulling, node/control.py).
+            self.actions.append(Drain(rec.entry, rec.id, reason))
+            self._keep(rec, phase=Phase.DRAINING, reason=reason)
+        else:
+            self._keep(rec)
 
     def _stopped(self, rec: InstanceRecord, why: str) -> None:
         """Listed as STOPPED: it runs no job, so terminate at once (retried
@@ -292,7 +330,8 @@ class _Cycle:
             why = ("a schedd query failed" if not self.state.demand_ok
                    else "its startd name is unknown")
             self.actions.append(Hold(rec.entry, f"not going to terminate {rec.id} (lost: "
-                                     f"{absent}): {why}, so running jobs are unknown"))
+                                     f"{absent}): {why}, so running jobs are unknown",
+                                     f"lost {rec.id}"))
             self._keep(rec, reason=f"{rec.phase}, {absent}")
         elif running:
             self._keep(rec, reason=f"{rec.phase}, {absent}, but the schedds show {running} "
@@ -394,22 +433,22 @@ class _Cycle:
                   f"{entry.memory_mb} MB ({len(mine)} exist, {len(booting)} booting)")
         room = min(entry.max_instances - len(mine), entry.max_booting - len(booting))
         if not entry.enabled:
-            self.actions.append(Hold(entry.name, f"{wanted}; entry disabled"))
+            self.actions.append(Hold(entry.name, f"{wanted}; entry disabled", "disabled"))
             return
         if backoff is not None and self.now < backoff.until:
             self.actions.append(Hold(entry.name, f"{wanted}; backing off for "
                                      f"{_age(backoff.until - self.now)} after {backoff.failures}"
-                                     f" failure(s): {backoff.reason}"))
+                                     f" failure(s): {backoff.reason}", "backoff"))
             return
         if backoff is not None and backoff.failures > 0:
             if booting:
                 self.actions.append(Hold(entry.name, f"{wanted}; waiting for the probe "
-                                         "instance to join"))
+                                         "instance to join", "probe"))
                 return
             room = min(room, 1)
             wanted += "; probing with one instance after failures"
         if room <= 0:
             limit = "MAX_INSTANCES" if len(mine) >= entry.max_instances else "MAX_BOOTING"
-            self.actions.append(Hold(entry.name, f"{wanted}; at {limit}"))
+            self.actions.append(Hold(entry.name, f"{wanted}; at {limit}", limit))
             return
         self.actions.append(Create(entry.name, min(need, room), wanted))

@@ -33,6 +33,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from .. import config as config_mod
 from ..config import EntryConfig, ProvisionerConfig
+from . import commands as commands_mod
+from .explain import Reasons, first_failure, never_cloud, unmatched_key
 from .policy import INTERRUPTED, NODE_DRAINING, fold_launches, plan as plan_cycle
 from ..providers import ProviderNotFound, provider_class
 from ..providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
@@ -146,6 +148,17 @@ def load_state(path: Path):
         return {}, {}, []
 
 
+def disabled_file(state_file: Path) -> Path:
+    return state_file.with_name("disabled-entries.json")
+
+
+def load_disabled(state_file: Path) -> set:
+    try:
+        return set(json.loads(disabled_file(state_file).read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
 # ------------------------------------------------------------------ provisioner
 
 class Provisioner:
@@ -163,6 +176,9 @@ class Provisioner:
         self.state_file = Path(state_file or Path(spool) / "cloud_plugins"
                                / "provisioner-state.json")
         self.records, self.backoff, self.failures = load_state(self.state_file)
+        self.command_dir = commands_mod.command_dir(param)
+        self.disabled = load_disabled(self.state_file)  # by condor_cloud disable
+        self.requests: Dict[str, Tuple[str, str, bool]] = {}  # this cycle's retire/terminate
         self.cycles = 0
         self.failed_cycles = 0
         self.incomplete: List[str] = []  # what failed in the last cycle
@@ -172,9 +188,12 @@ class Provisioner:
         self.last_plan: Optional[Plan] = None
         self._slot_ads: Dict[str, object] = {}
         self._request_ids: Dict[str, str] = {}  # request id -> cloud instance id
-        self._holds: set = set()
+        self.holds = Reasons(log, "Hold", "Hold cleared")
+        self.unmatched = Reasons(log, "Idle jobs no entry can run", "No longer unmatched")
         self.started = time.time()
         self.last_cycle = 0.0
+        #: False for ``condor_cloud status``: it only looks.
+        self.housekeeping = True
 
     def _configure(self, param: Mapping[str, str],
                    providers: Optional[Mapping[str, Provider]] = None) -> None:
@@ -182,6 +201,8 @@ class Provisioner:
         changing anything. A provider whose entry kept its type and settings
         is kept, with its connections."""
         cfg = config_mod.load(param)
+        for warning in config_mod.unknown_knobs(param):
+            log.warning("Configuration: %s", warning)
         token_domain = param.get("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN") or ""
         if cfg.entries and not token_domain:
             raise config_mod.ConfigError("CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN is not set (the "
@@ -253,6 +274,7 @@ class Provisioner:
         shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
         running: Dict[str, int] = {}
         failed = []
+        unmatched: Dict[Tuple[str, str], int] = {}
         for ad in schedds:
             name = ad.get("Name") or "?"
             try:
@@ -271,15 +293,32 @@ class Provisioner:
             for row, count in rows:
                 shape = (max(1, _int(row.eval("RequestCpus"), 1)),
                          max(0, _int(row.eval("RequestMemory"), 0)))
+                matched = False
                 for entry, template in self.templates.items():
                     if count and template.matches(row):
+                        matched = True
                         shapes[entry][shape] = shapes[entry].get(shape, 0) + count
+                if count and not matched:
+                    self._unmatched(row, count, unmatched)
         demand = {entry: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
                   for entry, by in shapes.items()}
         for name in sorted(self._failed_schedds - set(failed)):
             log.info("Query of schedd %s works again", name)
         self._failed_schedds = set(failed)
+        if not failed:  # else unknown: keep what was said
+            self.unmatched.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
+                                   for (shape, why), n in sorted(unmatched.items())})
         return demand, running, failed
+
+    def _unmatched(self, job, count: int, out: Dict[Tuple[str, str], int]) -> None:
+        """Count idle jobs no entry's template matches, by shape and by the
+        first clause that fails on each entry (jobs kept off cloud nodes on
+        purpose are not counted)."""
+        why = {entry: first_failure(job, template) for entry, template in self.templates.items()}
+        if never_cloud(why.values()):
+            return
+        key = (unmatched_key(job), "; ".join(f"{e} needs {c}" for e, c in why.items()))
+        out[key] = out.get(key, 0) + count
 
     def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
         """Idle jobs per entry (all schedds; raises if any failed)."""
@@ -390,13 +429,20 @@ class Provisioner:
     def listing(self, entry: str) -> Listing:
         tags = dict(owner_tags(self.cfg.pool, self.cfg.name), **{TAG_ENTRY: entry})
         try:
-            return Listing(True, tuple(self.providers[entry].list(tags)))
+            listing = Listing(True, tuple(self.providers[entry].list(tags)))
         except ProviderError as err:
             log.warning("Listing of provider entry %s failed (%s): %s", entry, err.kind,
                         err.message)
+            return Listing(False)
         except Exception as err:
             log.exception("Listing of provider entry %s failed: %s", entry, err)
-        return Listing(False)
+            return Listing(False)
+        if self.housekeeping:
+            try:
+                self.providers[entry].housekeeping(tags)
+            except Exception as err:  # tidiness only: the listing stands
+                log.warning("Housekeeping of provider entry %s failed: %s", entry, err)
+        return listing
 
     def listings(self) -> Dict[str, Listing]:
         """Every entry's listing; also learns which cloud id each request got
@@ -419,7 +465,47 @@ class Provisioner:
                              demand=demand, demand_ok=reached and not failed,
                              running=running, listings=listings,
                              nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
-                             outcomes=tuple(self.failures))
+                             outcomes=tuple(self.failures), requests=dict(self.requests))
+
+    # ------------------------------------------------------------ levers
+    def take_commands(self) -> None:
+        """Apply the admins' ``condor_cloud`` commands (audited in the log)."""
+        self.requests = {}
+        for cmd in commands_mod.take(self.command_dir):
+            what, user, force = cmd["command"], str(cmd.get("user") or "?"), bool(cmd.get("force"))
+            for target in (str(t) for t in cmd["targets"]):
+                said = f"Command from {user}: {what}{' --force' if force else ''} {target}"
+                if commands_mod.COMMANDS[what] == "entry":
+                    if self.cfg.entry(target) is None:
+                        log.warning("%s refused: no entry %s in CLOUD_PLUGINS_PROVIDERS", said,
+                                    target)
+                        continue
+                    (self.disabled.add if what == "disable" else self.disabled.discard)(target)
+                    log.info("%s: %s", said, "no new instance until enabled (instances kept)"
+                             if what == "disable" else "may create instances again")
+                elif target not in self.records:
+                    log.warning("%s refused: no such instance in the provisioner's records",
+                                said)
+                else:
+                    self.requests[target] = (what, f"{what} asked by {user} (condor_cloud)",
+                                             force)
+                    log.info("%s: accepted", said)
+        self._save_disabled()
+
+    def _save_disabled(self) -> None:
+        path = disabled_file(self.state_file)
+        if self.disabled or path.exists():
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(sorted(self.disabled)))
+            os.replace(tmp, path)
+
+    def effective_cfg(self) -> ProvisionerConfig:
+        """The knobs, with the entries ``condor_cloud disable`` turned off."""
+        if not self.disabled:
+            return self.cfg
+        return replace(self.cfg, entries=tuple(
+            replace(e, enabled=False) if e.name in self.disabled else e
+            for e in self.cfg.entries))
 
     # ------------------------------------------------------------ act
     def save(self) -> None:
@@ -530,7 +616,7 @@ class Provisioner:
                 log.debug("Withdrawing the ads of %s failed: %s", instance_id, err)
 
     def act(self, plan: Plan, now: float, before: Mapping[str, InstanceRecord]) -> None:
-        holds = set()
+        holds = {}
         for action in plan.actions:
             try:
                 if isinstance(action, Create):
@@ -540,18 +626,15 @@ class Provisioner:
                 elif isinstance(action, Terminate):
                     self.terminate(action)
                 elif isinstance(action, Hold):
-                    # Said once while it holds (the same reason every cycle is noise).
-                    key = (action.entry, action.reason)
-                    holds.add(key)
-                    log.log(logging.DEBUG if key in self._holds else logging.INFO, "Hold%s: %s",
-                            f" ({action.entry})" if action.entry else "", action.reason)
+                    # Said once while it holds, and when it clears.
+                    holds[(action.entry, action.key or action.reason)] = action.reason
             except ProviderError as err:
                 self.incomplete.append(f"{type(action).__name__} failed")
                 log.error("%s failed (%s): %s", type(action).__name__, err.kind, err.message)
             except Exception:
                 self.incomplete.append(f"{type(action).__name__} failed")
                 log.exception("%s failed", action)
-        self._holds = holds
+        self.holds.update(holds)
 
     # ------------------------------------------------------------ cycle
     def cycle(self) -> bool:
@@ -562,6 +645,7 @@ class Provisioner:
         self.incomplete = []
         try:
             now = time.time()
+            self.take_commands()
             state = self.observe()
             if not state.demand_ok:
                 self.incomplete.append("a schedd query failed")
@@ -569,7 +653,7 @@ class Provisioner:
                 self.incomplete.append("the collector query failed")
             self.incomplete += [f"the listing of entry {name} failed"
                                 for name, listing in state.listings.items() if not listing.ok]
-            plan = plan_cycle(state, self.cfg, now)
+            plan = plan_cycle(state, self.effective_cfg(), now)
             self.last_plan = plan
             before = self.records
             self.records, self.backoff = dict(plan.records), dict(plan.backoff)
@@ -644,7 +728,10 @@ class Provisioner:
             "ClassAdLifetime": max(60, 3 * self.cfg.cycle_interval),
             "BackoffEntries": ", ".join(f"{n} ({b.failures} failure(s): {b.reason})"[:300]
                                         for n, b in self.backoff.items()
-                                        if b.until > time.time())})
+                                        if b.until > time.time()),
+            # Why no VM: the last cycle's holds and the idle jobs no entry can run.
+            "CloudHolds": self.holds.shown(), "CloudUnmatchedJobs": self.unmatched.shown(),
+            "CloudDisabledEntries": ", ".join(sorted(self.disabled))})
         for phase, n in phases.items():
             if phase is not Phase.GONE:
                 ad[f"Num{phase.value.capitalize()}"] = n
@@ -749,12 +836,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
     parser.add_argument("--debug", action="store_true", help="verbose logging")
     args = parser.parse_args(argv)
-    import htcondor2
-    setup_logging(htcondor2.param, args.debug)
+    # Handlers first: a condor_reconfig while we start must not kill us.
     stop, wake, reconfig = threading.Event(), threading.Event(), threading.Event()
+    stopped_by = []
 
     def _stop(signum, _frame):
-        log.info("Got signal %s: exiting after this cycle", signal.Signals(signum).name)
+        stopped_by.append(signal.Signals(signum).name)
         stop.set()
         wake.set()
 
@@ -764,6 +851,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, _stop)
     signal.signal(signal.SIGHUP, _reconfig)
+    import htcondor2
+    setup_logging(htcondor2.param, args.debug)
     try:
         prov = Provisioner()
     except (config_mod.ConfigError, ProviderNotFound) as err:
@@ -800,6 +889,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         prov.cycle()
         if not (stop.is_set() or reconfig.is_set()):
             wake.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
+    log.info("Got signal %s: exiting", stopped_by[0] if stopped_by else "?")
     prov.invalidate()
     prov.close()
     log.info("Stopped after %d cycles (%d failed)", prov.cycles, prov.failed_cycles)

@@ -127,6 +127,9 @@ class ObservedState:
     nodes_ok: bool = True
     collector_started: Optional[float] = None
     outcomes: Tuple[Outcome, ...] = ()
+    #: Admin commands of this cycle (``condor_cloud retire|terminate``):
+    #: instance id -> (command, reason, force).
+    requests: Mapping[str, Tuple[str, str, bool]] = field(default_factory=dict)
 
     def failed_sources(self, entries: Iterable[str]) -> List[str]:
         """Names of the observations that failed, for messages."""
@@ -168,9 +171,12 @@ class Terminate:
 
 @dataclass(frozen=True)
 class Hold:
-    """Nothing to do, and why (held back, capped, backing off...)."""
+    """Nothing to do, and why (held back, capped, backing off...).  ``key``
+    names the hold across cycles (the reason's numbers change): the log says
+    it once while it holds, and again when it clears."""
     entry: str
     reason: str
+    key: str = ""
 
 
 Action = Union[Create, Drain, Terminate, Hold]

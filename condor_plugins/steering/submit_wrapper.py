@@ -22,12 +22,16 @@ src/condor_utils/submit_utils.cpp):
   (condor_submit parses -append lines after the submit file's statements before
   every queue statement).
 
-The default mode is the knob CLOUD_PLUGINS_DEFAULT_MODE, else ``cloud``.
+The mode is ``--mode``, else the job's own ``+CloudMode`` (the last one in
+the submit file or an ``-append``; an invalid one is refused, as the schedd's
+submit requirement would refuse it), else the knob CLOUD_PLUGINS_DEFAULT_MODE,
+else ``cloud``.  A submit file read from standard input is not read ahead.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 # typing is not imported (start-up cost): annotations use builtin generics.
 
@@ -102,6 +106,8 @@ class Args:
     def __init__(self) -> None:
         self.mode: str | None = None
         self.rest: list[str] = []
+        self.files: list[str] = []     # submit files named (not '-')
+        self.appended: list[str] = []  # -append lines
         self.help = False
         self.has_file = False      # positional, '-' or -file
         self.has_queue = False     # -queue or -append 'queue ...'
@@ -152,9 +158,12 @@ def parse_args(argv: list[str]) -> Args:
                 i += 1
                 if kind == "f":
                     a.has_file = True
+                    if val != "-":
+                        a.files.append(val)
                 elif kind == "D":
                     a.dry_or_dump = True
                 elif kind == "a":
+                    a.appended.append(val)
                     if _looks_like_queue(val):
                         a.has_queue = True
                     else:
@@ -183,8 +192,32 @@ def parse_args(argv: list[str]) -> Args:
             a.has_keys = True
         else:
             a.has_file = True
+            a.files.append(arg)
     return a
 
+
+_MODE_LINE = re.compile(r"^\s*(?:\+|MY\.)CloudMode\s*=\s*(.*?)\s*$", re.I)
+
+
+def submitted_mode(args: Args) -> tuple[str, str] | None:
+    """The job's own ``+CloudMode`` / ``MY.CloudMode`` (value, where), the last
+    one condor_submit would apply: the submit file's, then -append lines.  A
+    submit file on standard input is not read ahead (the knob default applies)."""
+    found = None
+    for path in args.files:
+        try:
+            with open(path, errors="replace") as f:
+                for number, line in enumerate(f, 1):
+                    m = _MODE_LINE.match(line)
+                    if m:
+                        found = (m.group(1), f"{path}, line {number}")
+        except OSError:
+            continue  # condor_submit says why
+    for line in args.appended:
+        m = _MODE_LINE.match(line)
+        if m:
+            found = (m.group(1), "-append")
+    return found
 
 # ------------------------------------------------------------------ config
 
@@ -242,9 +275,14 @@ def _knob(param, name: str) -> str | None:
     return str(value)
 
 
-def resolve_mode(cli_mode: str | None, param=None) -> modes.CloudMode:
+def resolve_mode(cli_mode: str | None, param=None,
+                 submitted: tuple[str, str] | None = None) -> modes.CloudMode:
+    """--mode, else the job's own valid CloudMode, else the knob's default.  An
+    invalid CloudMode in the job is refused, as the schedd would refuse it."""
     if cli_mode is not None:
         return modes.parse_mode(cli_mode, source="--mode")
+    if submitted is not None:
+        return modes.parse_mode(submitted[0], source=f"+CloudMode in {submitted[1]}")
     param = param if param is not None else _param()
     knob = _knob(param, modes.KNOB_DEFAULT_MODE)
     if knob is None:
@@ -299,7 +337,7 @@ def build_command(argv: list[str], environ=None, param=None) -> tuple[list[str],
     """Return (argv for condor_submit, environment) for our arguments."""
     args = parse_args(argv)
     param = param if param is not None else _param()
-    mode = resolve_mode(args.mode, param)
+    mode = resolve_mode(args.mode, param, submitted_mode(args))
     env = dict(os.environ if environ is None else environ)
     env.update(append_env(mode, param))
     cmd = [CONDOR_SUBMIT] + args.rest
