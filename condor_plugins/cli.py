@@ -55,7 +55,7 @@ def _daemon(prov, now: float) -> dict:
     import htcondor2
     from .provisioning.provisioner import AD_TYPE
     ads = prov._collector().query(
-        htcondor2.AdType.Generic, f"MyType == {classad2.quote(AD_TYPE)} && "
+        htcondor2.AdType.Any, f"MyType == {classad2.quote(AD_TYPE)} && "
         f"Name == {classad2.quote(prov.cfg.name)}",
         ["LastCycleTime", "DaemonStartTime", "CycleInterval", "CloudHolds",
          "CloudUnmatchedJobs", "Machine"])

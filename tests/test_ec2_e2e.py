@@ -218,7 +218,7 @@ def test_userdata_command_shows_secrets_only_when_asked(site, aws, tmp_path):
         assert res.returncode == 0, res.stdout + res.stderr
     bad = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "userdata", "nosuch"],
                          env=prov.env(), capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "no provider entry 'nosuch'" in bad.stderr
+    assert bad.returncode == 2 and "no provider entry 'nosuch'" in bad.stderr
 
 
 def test_sigkill_after_run_instances_then_restart_launches_exactly_the_request(

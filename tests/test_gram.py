@@ -191,6 +191,8 @@ def test_job_state_goes_pending_active_done(site):
             break
         time.sleep(0.5)
     gram.client("globus-job-clean", "-q", contact, check=False)
-    assert seen == ["PENDING", "ACTIVE", "DONE"], seen
+    # UNSUBMITTED is GRAM's state until the job manager has submitted to the
+    # schedd: seen first when the machine is slow.
+    assert seen[seen[:1] == ["UNSUBMITTED"]:] == ["PENDING", "ACTIVE", "DONE"], seen
     ad = history_ad(pool, mark)
     assert node_of(ad["LastRemoteHost"]) == "cloud"

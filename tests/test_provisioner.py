@@ -192,8 +192,8 @@ def test_sigkill_mid_burst_no_duplicate_no_orphan(site, tmp_path):
     cluster = submit(pool, tmp_path, 6, 6)
     proc = prov.start()
     seen = set()
-    watch(prov, lambda: len(prov.instances()) >= 1, 60, "a node created", seen=seen)
-    proc.kill()  # SIGKILL, mid-burst
+    watch(prov, lambda: len(prov.running()) >= 1, 60, "a node running", seen=seen)
+    proc.kill()  # SIGKILL, mid-burst (the next node may be half created)
     proc.wait(10)
     time.sleep(1)  # a node being launched at the kill writes its own pid
     # Started nodes survive; one killed before its master was launched never runs

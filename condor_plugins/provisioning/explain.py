@@ -40,13 +40,31 @@ def conjuncts(expr: str) -> List[str]:
             i += 1
         i += 1
     out.append(expr[start:])
-    clauses = [c.strip() for c in out if c.strip()]
-    # One outer pair of parentheses around everything: look inside.
-    if len(clauses) == 1 and clauses[0].startswith("(") and clauses[0].endswith(")"):
-        inner = conjuncts(clauses[0][1:-1])
-        if len(inner) > 1:
-            return inner
-    return clauses
+    flat = []
+    for clause in (c.strip() for c in out if c.strip()):
+        # A parenthesised conjunction: its own clauses (condor_submit nests them).
+        inner = conjuncts(clause[1:-1]) if _wrapped(clause) else [clause]
+        flat += inner if len(inner) > 1 else [clause]
+    return flat
+
+
+def _wrapped(clause: str) -> bool:
+    """One pair of parentheses around the whole clause."""
+    if not (clause.startswith("(") and clause.endswith(")")):
+        return False
+    depth, quoted = 0, False
+    for i, c in enumerate(clause):
+        if quoted:
+            quoted = c != '"'
+        elif c == '"':
+            quoted = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0 and i < len(clause) - 1:
+                return False
+    return True
 
 
 def first_failure(job, machine) -> str:

@@ -9,25 +9,19 @@ provisioner-state.json``), written atomically after every create, so a restart
 (even after SIGKILL) neither double-provisions nor orphans: anything missing
 from it is rebuilt from the provider's tags and the collector.
 
-Run under condor_master (``DAEMON_LIST``), systemd, or by hand; ``--once``
-runs one cycle.  Logs go to stderr, or to ``$(CLOUD_PROVISIONER_LOG)``
-(default ``$(LOG)/CloudProvisionerLog``) under condor_master.
+Run under condor_master (``DAEMON_LIST``), systemd, or by hand (daemon.py:
+signals, logs, exit codes); ``--once`` runs one cycle.  Logs go to stderr, or to
+``$(CLOUD_PROVISIONER_LOG)`` (default ``$(LOG)/CloudProvisionerLog``) under the master.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import logging.handlers
-import os
 import secrets
-import signal
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -36,17 +30,16 @@ from ..config import EntryConfig, ProvisionerConfig
 from . import commands as commands_mod
 from .explain import Reasons, first_failure, never_cloud, unmatched_key
 from .policy import INTERRUPTED, NODE_DRAINING, fold_launches, plan as plan_cycle
-from ..providers import ProviderNotFound, provider_class
+from ..providers import provider_class
 from ..providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
                              owner_tags)
-from .state import (Backoff, Create, Drain, Hold, InstanceRecord, JobGroup, Launched,
+from .state import (Create, Drain, Hold, InstanceRecord, JobGroup, Launched,
                     LaunchFailed, Listing, NodeInfo, ObservedState, Phase, Plan, Terminate)
 
 __all__ = ["Provisioner", "main", "template_ad", "STATE_VERSION"]
 
 log = logging.getLogger("condor_plugins.provisioning.provisioner")
 
-STATE_VERSION = 1
 #: Job attributes the schedd groups idle jobs by (it adds what they reference).
 GROUP_BY = ["JobStatus", "JobUniverse", "RequestCpus", "RequestMemory", "RequestDisk",
             "Requirements"]
@@ -105,58 +98,8 @@ def _int(value, default: int) -> int:
         return default
 
 
-# ------------------------------------------------------------------ state file
-
-def _record_from(d: Mapping) -> InstanceRecord:
-    d = dict(d)
-    d["phase"] = Phase(d["phase"])
-    return InstanceRecord(**d)
-
-
-def save_state(path: Path, records: Mapping[str, InstanceRecord],
-               backoff: Mapping[str, Backoff], failures: List[LaunchFailed]) -> None:
-    """Write the state atomically (temp file, fsync, rename)."""
-    data = {"version": STATE_VERSION, "saved": time.time(),
-            "records": {k: dict(asdict(r), phase=r.phase.value) for k, r in records.items()},
-            "backoff": {k: asdict(b) for k, b in backoff.items()},
-            "failures": [asdict(f) for f in failures]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_state(path: Path):
-    """(records, backoff, failures); empty if missing or unreadable (the
-    policy then rebuilds the records from the provider listings)."""
-    try:
-        data = json.loads(path.read_text())
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"version {data.get('version')!r}")
-        records = {k: _record_from(v) for k, v in data.get("records", {}).items()}
-        backoff = {k: Backoff(**v) for k, v in data.get("backoff", {}).items()}
-        failures = [LaunchFailed(**v) for v in data.get("failures", [])]
-        return records, backoff, failures
-    except FileNotFoundError:
-        return {}, {}, []
-    except (OSError, ValueError, TypeError, KeyError) as err:
-        log.error("State file %s unreadable (%s): rebuilding from the provider listings",
-                  path, err)
-        return {}, {}, []
-
-
-def disabled_file(state_file: Path) -> Path:
-    return state_file.with_name("disabled-entries.json")
-
-
-def load_disabled(state_file: Path) -> set:
-    try:
-        return set(json.loads(disabled_file(state_file).read_text()))
-    except (OSError, ValueError, TypeError):
-        return set()
+from .statefile import (STATE_VERSION, load_disabled, load_state,  # noqa: F401
+                        save_disabled, save_state)
 
 
 # ------------------------------------------------------------------ provisioner
@@ -493,11 +436,7 @@ class Provisioner:
         self._save_disabled()
 
     def _save_disabled(self) -> None:
-        path = disabled_file(self.state_file)
-        if self.disabled or path.exists():
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(sorted(self.disabled)))
-            os.replace(tmp, path)
+        save_disabled(self.state_file, self.disabled)
 
     def effective_cfg(self) -> ProvisionerConfig:
         """The knobs, with the entries ``condor_cloud disable`` turned off."""
@@ -770,130 +709,15 @@ class Provisioner:
                 log.exception("Closing provider entry %s failed", provider.entry)
 
 
-# ------------------------------------------------------------------ main
-
-class _CondorFormatter(logging.Formatter):
-    """HTCondor daemon log style: ``MM/DD/YY HH:MM:SS message``."""
-
-    def __init__(self):
-        super().__init__("%(asctime)s %(message)s", "%m/%d/%y %H:%M:%S")
-
-
-class _CondorLogHandler(logging.handlers.RotatingFileHandler):
-    """HTCondor's rotation: one old log is ``<log>.old``; with
-    ``MAX_NUM_<SUBSYS>_LOG`` > 1, old logs get a timestamp and the oldest go."""
-
-    def doRollover(self) -> None:
-        if self.stream:
-            self.stream.close()
-            self.stream = None
-        base = self.baseFilename
-        if self.backupCount <= 1:
-            os.replace(base, base + ".old")
-        else:
-            dest = stamp = base + time.strftime(".%Y%m%dT%H%M%S")
-            n = 0
-            while os.path.exists(dest):  # several rotations within a second
-                n += 1
-                dest = f"{stamp}.{n:03d}"
-            os.replace(base, dest)
-            folder, name = os.path.split(base)
-            old = sorted(f for f in os.listdir(folder or ".")
-                         if f.startswith(name + ".") and f[len(name) + 1:][:1].isdigit())
-            for stale in old[:max(0, len(old) - self.backupCount)]:
-                os.unlink(os.path.join(folder, stale))
-        self.stream = self._open()
+def main(argv: Optional[List[str]] = None) -> int:
+    """The daemon (provisioning/daemon.py)."""
+    from .daemon import main as daemon_main
+    return daemon_main(argv)
 
 
 def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    if os.environ.get("CONDOR_INHERIT"):  # started by condor_master
-        path = param.get("CLOUD_PROVISIONER_LOG") or os.path.join(
-            param.get("LOG") or ".", "CloudProvisionerLog")
-        size = _int(param.get("MAX_CLOUD_PROVISIONER_LOG") or param.get("MAX_DEFAULT_LOG"),
-                    10 * 1024 * 1024)
-        keep = _int(param.get("MAX_NUM_CLOUD_PROVISIONER_LOG")
-                    or param.get("MAX_NUM_DEFAULT_LOG"), 1)
-        handler = _CondorLogHandler(path, maxBytes=max(size, 0), backupCount=max(keep, 1))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_CondorFormatter())
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="condor_cloud_provisioner",
-        description="Start cloud worker nodes for idle jobs and retire them when idle.",
-        epilog="exit status: 0 stopped by a signal, or (--once) every observation and "
-               "action of the cycle succeeded; 1 (--once) the cycle was incomplete: a "
-               "schedd, collector or cloud query, a create or a terminate failed (the log "
-               "says which); 2 configuration error; 3 another provisioner holds the state "
-               "file's lock.")
-    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
-    parser.add_argument("--debug", action="store_true", help="verbose logging")
-    args = parser.parse_args(argv)
-    # Handlers first: a condor_reconfig while we start must not kill us.
-    stop, wake, reconfig = threading.Event(), threading.Event(), threading.Event()
-    stopped_by = []
-
-    def _stop(signum, _frame):
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-        wake.set()
-
-    def _reconfig(_signum, _frame):  # condor_reconfig: never exit for it
-        reconfig.set()
-        wake.set()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, _stop)
-    signal.signal(signal.SIGHUP, _reconfig)
-    import htcondor2
-    setup_logging(htcondor2.param, args.debug)
-    try:
-        prov = Provisioner()
-    except (config_mod.ConfigError, ProviderNotFound) as err:
-        log.error("Configuration error: %s", err)
-        return 2
-    except Exception:
-        log.exception("Cannot start")
-        return 2
-    if not prov.cfg.entries:
-        log.error("CLOUD_PLUGINS_PROVIDERS is empty: nothing to provision")
-        return 2
-    if not prov.lock():
-        log.error("Another provisioner is running on %s: not starting", prov.state_file)
-        return 3
-    log.info("condor_cloud_provisioner %s: entries %s, cycle every %ds, state %s",
-             prov.cfg.name, ", ".join(e.name for e in prov.cfg.entries),
-             prov.cfg.cycle_interval, prov.state_file)
-    if args.once:
-        ok = prov.cycle()
-        prov.close()
-        if not ok or prov.incomplete:
-            log.error("The cycle was incomplete: %s", "; ".join(prov.incomplete)
-                      or "it failed (see above)")
-            return 1
-        return 0
-    while not stop.is_set():
-        if reconfig.is_set():
-            reconfig.clear()
-            log.info("Got signal SIGHUP: re-reading the configuration")
-            htcondor2.reload_config()
-            prov.reconfigure(htcondor2.param)
-        started = time.monotonic()
-        wake.clear()
-        prov.cycle()
-        if not (stop.is_set() or reconfig.is_set()):
-            wake.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
-    log.info("Got signal %s: exiting", stopped_by[0] if stopped_by else "?")
-    prov.invalidate()
-    prov.close()
-    log.info("Stopped after %d cycles (%d failed)", prov.cycles, prov.failed_cycles)
-    return 0
+    from .daemon import setup_logging as daemon_setup_logging
+    daemon_setup_logging(param, debug)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,153 @@
+"""condor_cloud_provisioner as a daemon: HTCondor-style logs, signals
+(TERM/INT/QUIT stop after the cycle, HUP re-reads the knobs) and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+import time
+from typing import List, Mapping, Optional
+
+from .. import config as config_mod
+from ..providers import ProviderNotFound
+
+log = logging.getLogger("condor_plugins.provisioning.provisioner")
+
+
+def _int(value, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+class _CondorFormatter(logging.Formatter):
+    """HTCondor daemon log style: ``MM/DD/YY HH:MM:SS message``."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(message)s", "%m/%d/%y %H:%M:%S")
+
+
+class _CondorLogHandler(logging.handlers.RotatingFileHandler):
+    """HTCondor's rotation: one old log is ``<log>.old``; with
+    ``MAX_NUM_<SUBSYS>_LOG`` > 1, old logs get a timestamp and the oldest go."""
+
+    def doRollover(self) -> None:
+        if self.stream:
+            self.stream.close()
+            self.stream = None
+        base = self.baseFilename
+        if self.backupCount <= 1:
+            os.replace(base, base + ".old")
+        else:
+            dest = stamp = base + time.strftime(".%Y%m%dT%H%M%S")
+            n = 0
+            while os.path.exists(dest):  # several rotations within a second
+                n += 1
+                dest = f"{stamp}.{n:03d}"
+            os.replace(base, dest)
+            folder, name = os.path.split(base)
+            old = sorted(f for f in os.listdir(folder or ".")
+                         if f.startswith(name + ".") and f[len(name) + 1:][:1].isdigit())
+            for stale in old[:max(0, len(old) - self.backupCount)]:
+                os.unlink(os.path.join(folder, stale))
+        self.stream = self._open()
+
+
+def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if os.environ.get("CONDOR_INHERIT"):  # started by condor_master
+        path = param.get("CLOUD_PROVISIONER_LOG") or os.path.join(
+            param.get("LOG") or ".", "CloudProvisionerLog")
+        size = _int(param.get("MAX_CLOUD_PROVISIONER_LOG") or param.get("MAX_DEFAULT_LOG"),
+                    10 * 1024 * 1024)
+        keep = _int(param.get("MAX_NUM_CLOUD_PROVISIONER_LOG")
+                    or param.get("MAX_NUM_DEFAULT_LOG"), 1)
+        handler = _CondorLogHandler(path, maxBytes=max(size, 0), backupCount=max(keep, 1))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CondorFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="condor_cloud_provisioner",
+        description="Start cloud worker nodes for idle jobs and retire them when idle.",
+        epilog="exit status: 0 stopped by a signal, or (--once) every observation and "
+               "action of the cycle succeeded; 1 (--once) the cycle was incomplete: a "
+               "schedd, collector or cloud query, a create or a terminate failed (the log "
+               "says which); 2 configuration error; 3 another provisioner holds the state "
+               "file's lock.")
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument("--debug", action="store_true", help="verbose logging")
+    args = parser.parse_args(argv)
+    # Handlers first: a condor_reconfig while we start must not kill us.
+    stop, wake, reconfig = threading.Event(), threading.Event(), threading.Event()
+    stopped_by = []
+
+    def _stop(signum, _frame):
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+        wake.set()
+
+    def _reconfig(_signum, _frame):  # condor_reconfig: never exit for it
+        reconfig.set()
+        wake.set()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, _stop)
+    signal.signal(signal.SIGHUP, _reconfig)
+    import htcondor2
+    setup_logging(htcondor2.param, args.debug)
+    try:
+        from .provisioner import Provisioner
+        prov = Provisioner()
+    except (config_mod.ConfigError, ProviderNotFound) as err:
+        log.error("Configuration error: %s", err)
+        return 2
+    except Exception:
+        log.exception("Cannot start")
+        return 2
+    if not prov.cfg.entries:
+        log.error("CLOUD_PLUGINS_PROVIDERS is empty: nothing to provision")
+        return 2
+    if not prov.lock():
+        log.error("Another provisioner is running on %s: not starting", prov.state_file)
+        return 3
+    log.info("condor_cloud_provisioner %s: entries %s, cycle every %ds, state %s",
+             prov.cfg.name, ", ".join(e.name for e in prov.cfg.entries),
+             prov.cfg.cycle_interval, prov.state_file)
+    if args.once:
+        ok = prov.cycle()
+        prov.close()
+        if not ok or prov.incomplete:
+            log.error("The cycle was incomplete: %s", "; ".join(prov.incomplete)
+                      or "it failed (see above)")
+            return 1
+        return 0
+    while not stop.is_set():
+        if reconfig.is_set():
+            reconfig.clear()
+            log.info("Got signal SIGHUP: re-reading the configuration")
+            htcondor2.reload_config()
+            prov.reconfigure(htcondor2.param)
+        started = time.monotonic()
+        wake.clear()
+        prov.cycle()
+        if not (stop.is_set() or reconfig.is_set()):
+            wake.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
+    log.info("Got signal %s: exiting", stopped_by[0] if stopped_by else "?")
+    prov.invalidate()
+    prov.close()
+    log.info("Stopped after %d cycles (%d failed)", prov.cycles, prov.failed_cycles)
+    return 0
+
+
