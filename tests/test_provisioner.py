@@ -474,7 +474,7 @@ def test_node_that_shuts_itself_down_is_listed_terminated_and_forgotten(site, tm
     """The worker's own idle shutdown (the safety net when no provisioner drains)."""
     pool, make = site
     prov = make(IDLE_TIMEOUT=600, MAX_INSTANCES=1, KEEP_TERMINATED=3,
-                WORKER_IDLE_SHUTDOWN=3, WORKER_SHUTDOWN_GRACE=3)
+                WORKER_IDLE_SHUTDOWN=10, WORKER_SHUTDOWN_GRACE=3)  # > one negotiation
     cluster = submit(pool, tmp_path, 1, 1)
     proc = prov.start()
     seen = set()
