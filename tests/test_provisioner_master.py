@@ -32,9 +32,10 @@ def pool_provisioner_pids(pool):
     return out
 
 
-def test_master_starts_advertises_and_restarts_the_provisioner(condor):
-    state_dir = condor.base / "n-fragment"
-    pool = condor.site_pool("frag", include_extra=[shipped_config_dir() / "30-cloud-provisioner.conf"],
+def master_pool(condor, name, state_dir, extra=""):
+    """A site pool whose condor_master runs the provisioner (the shipped
+    fragment) with one local entry in ``state_dir``, cycling every second."""
+    return condor.site_pool(name, include_extra=[shipped_config_dir() / "30-cloud-provisioner.conf"],
                             extra_config=(
         "CLOUD_PLUGINS_RUN_PROVISIONER = True\n"
         f"CLOUD_PROVISIONER = {sys.executable}\n"
@@ -44,7 +45,12 @@ def test_master_starts_advertises_and_restarts_the_provisioner(condor):
         "CLOUD_PLUGINS_LOCAL1_TYPE = local\n"
         f"CLOUD_PLUGINS_LOCAL1_STATE_DIR = {state_dir}\n"
         "CLOUD_PLUGINS_CYCLE_INTERVAL = 1\n"
-        "MASTER_BACKOFF_CONSTANT = 1\nMASTER_BACKOFF_FACTOR = 1.0\n"))
+        "MASTER_BACKOFF_CONSTANT = 1\nMASTER_BACKOFF_FACTOR = 1.0\n" + extra))
+
+
+def test_master_starts_advertises_and_restarts_the_provisioner(condor):
+    state_dir = condor.base / "n-fragment"
+    pool = master_pool(condor, "frag", state_dir)
     assert "CLOUD_PROVISIONER" in pool.run("condor_config_val", "DAEMON_LIST").stdout
     ad = wait_for(lambda: provisioner_pid(pool), 60, what="the provisioner's ad in condor_status -any")
     assert "CloudProvisioner" in ad
@@ -98,21 +104,12 @@ def test_reconfigs_and_a_sigkill_under_the_master_stop_no_node_and_lose_no_job(c
     state_dir = condor.base / "n-reconf"
     knobs = tmp_path / "admin.conf"
     knobs.write_text("CLOUD_PLUGINS_LOCAL1_MAX_INSTANCES = 1\n")
-    pool = condor.site_pool("reconf", include_extra=[shipped_config_dir() / "30-cloud-provisioner.conf"],
-                            extra_config=(
-        "CLOUD_PLUGINS_RUN_PROVISIONER = True\n"
-        f"CLOUD_PROVISIONER = {sys.executable}\n"
-        "CLOUD_PROVISIONER_ARGS = -m condor_plugins.provisioning.provisioner\n"
-        f'CLOUD_PROVISIONER_ENVIRONMENT = "PYTHONPATH={":".join(sys.path)}"\n'
-        "CLOUD_PLUGINS_PROVIDERS = local1\n"
-        "CLOUD_PLUGINS_LOCAL1_TYPE = local\n"
+    pool = master_pool(condor, "reconf", state_dir, extra=(
         "CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\nCLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n"
         "CLOUD_PLUGINS_LOCAL1_CPUS = 1\nCLOUD_PLUGINS_LOCAL1_MEMORY = 512\n"
         "CLOUD_PLUGINS_LOCAL1_IDLE_TIMEOUT = 600\n"
         "CLOUD_PLUGINS_LOCAL1_WORKER_IDLE_SHUTDOWN = 600\n"
-        f"CLOUD_PLUGINS_LOCAL1_STATE_DIR = {state_dir}\n"
-        "CLOUD_PLUGINS_CYCLE_INTERVAL = 1\nCLOUD_PLUGINS_COLLECTOR_GRACE = 0\n"
-        "MASTER_BACKOFF_CONSTANT = 1\nMASTER_BACKOFF_FACTOR = 1.0\n"
+        "CLOUD_PLUGINS_COLLECTOR_GRACE = 0\n"
         # The procd finds the provisioner's children within 2s: a node that is
         # still our child is then in its family, which the master kills.
         "PID_SNAPSHOT_INTERVAL = 2\n"

@@ -414,6 +414,7 @@ class Provisioner:
     def take_commands(self) -> None:
         """Apply the admins' ``condor_cloud`` commands (audited in the log)."""
         self.requests = {}
+        disabled = set(self.disabled)
         for cmd in commands_mod.take(self.command_dir):
             what, user, force = cmd["command"], str(cmd.get("user") or "?"), bool(cmd.get("force"))
             for target in (str(t) for t in cmd["targets"]):
@@ -433,10 +434,8 @@ class Provisioner:
                     self.requests[target] = (what, f"{what} asked by {user} (condor_cloud)",
                                              force)
                     log.info("%s: accepted", said)
-        self._save_disabled()
-
-    def _save_disabled(self) -> None:
-        save_disabled(self.state_file, self.disabled)
+        if self.disabled != disabled:  # written only when a command changed it
+            save_disabled(self.state_file, self.disabled)
 
     def effective_cfg(self) -> ProvisionerConfig:
         """The knobs, with the entries ``condor_cloud disable`` turned off."""
