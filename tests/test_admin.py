@@ -9,7 +9,6 @@ import sys
 import htcondor2
 import pytest
 
-from condor_plugins.localpool import wait_for
 from provtools import ENTRY, ProvMaker, history, site_pool, submit, watch
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from condor_plugins import config
 from condor_plugins.provisioning.packing import nodes_needed
-from condor_plugins.provisioning.policy import backoff_delay, fold_launches, plan
+from condor_plugins.provisioning.policy import backoff_delay, evidence_wanted, fold_launches, plan
 from condor_plugins.providers.base import Instance, InstanceState
 from condor_plugins.provisioning.state import (Backoff, Create, Drain, Hold, InstanceRecord, JobGroup,
                                   Launched, LaunchFailed, Listing, NodeInfo, ObservedState,
@@ -276,6 +276,37 @@ def test_instance_dying_before_join_is_a_failure(state, reason):
         assert kinds(p, Terminate)[0].reason == reason and p.records["a"].phase is Phase.FAILED
     else:
         assert p.records["a"].phase is Phase.GONE
+
+
+@pytest.mark.parametrize("state", [InstanceState.TERMINATED, InstanceState.STOPPED,
+                                   InstanceState.ERROR, None])
+@pytest.mark.parametrize("evidence, ok, counted", [
+    ({"a": "3 job(s) ran there (schedd queue or history)"}, True, False),
+    ({}, False, False),   # the history query failed: unknown, not counted
+    ({}, True, True),     # no trace of it in the pool: a boot failure
+])
+def test_gone_before_joined_is_a_failure_only_without_evidence_that_it_joined(
+        state, evidence, ok, counted):
+    """Issue 13: a provisioner killed before it saved a join must not count
+    a node that ran jobs as a boot failure (the collector's and the schedds'
+    history decide, not only the record's phase)."""
+    phase = Phase.REQUESTED if state is None else Phase.BOOTING
+    records = [rec("a", phase, since=T0 - 10_000)]
+    listed = [] if state is None else [inst("a", state)]
+    assert evidence_wanted({"a": records[0]}, {E: Listing(True, tuple(listed))}) == ["a"]
+    p = plan(observed(records, listed, [], join_evidence=evidence, evidence_ok=ok), cfg(), T0)
+    assert bool(p.backoff) is counted
+    assert all(t.failure is counted for t in kinds(p, Terminate))
+    if state is InstanceState.TERMINATED and not counted:
+        assert "not a failure" in p.records["a"].reason
+
+
+def test_evidence_is_wanted_only_for_records_that_would_count_as_failures():
+    records = {"run": rec("run", Phase.BOOTING), "idle": rec("idle", Phase.IDLE),
+               "gone": rec("gone", Phase.BOOTING), "other": rec("other", Phase.BOOTING,
+                                                                 entry="e2")}
+    listings = {E: Listing(True, (inst("run"), inst("idle", InstanceState.TERMINATED)))}
+    assert evidence_wanted(records, listings) == ["gone"]   # e2's listing was not read
 
 
 @pytest.mark.parametrize("kind", ["capacity", "quota", "auth", "transient"])

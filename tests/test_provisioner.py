@@ -243,6 +243,39 @@ def test_node_that_never_joins_is_terminated_and_the_entry_backs_off(site, tmp_p
     assert "did not join" in state["backoff"][ENTRY]["reason"]
 
 
+def test_node_that_ran_jobs_is_no_boot_failure_when_its_join_was_never_saved(site, tmp_path):
+    """Issue 13: a provisioner killed before it saved a join remembers a node
+    that ran jobs as 'requested'.  When that node goes, the schedd history
+    (each job's MachineAttrCloudRequestID0), not the record, decides: no
+    failure, no backoff."""
+    pool, make = site
+    prov = make(MAX_INSTANCES=1, IDLE_TIMEOUT=600)
+    cluster = submit(pool, tmp_path, 1, 1)
+    proc = prov.start()
+    seen = set()
+    watch(prov, lambda: jobs_done(pool, cluster, 1), 90, "the job done", cap=1, seen=seen)
+    assert prov.stop(proc) == 0
+    [node] = seen
+    [job] = pool.schedd().history(f"ClusterId == {cluster}", ["MachineAttrCloudRequestID0"])
+    assert job.get("MachineAttrCloudRequestID0") == node   # SYSTEM_JOB_MACHINE_ATTRS
+    path = pool.workdir / "spool" / "cloud_plugins" / "provisioner-state.json"
+    state = json.loads(path.read_text())
+    old = time.time() - 10_000
+    state["records"][node].update(phase="requested", joined=None, since=old, created=old,
+                                  last_busy=None, reason="requested")
+    path.write_text(json.dumps(state))
+    provider = prov.provider()
+    provider._stop(node, prov.node_dir(node))   # it stops outside the provisioner
+    assert {i.id: i.state for i in provider.list({})}[node] is InstanceState.TERMINATED
+    wait_for(lambda: not _startd_ads(pool, node), 30, what="the node's ads withdrawn")
+    assert prov.once() == 0
+    log = prov.log_text()
+    assert (f"{node} (entry {ENTRY}): requested -> gone, gone before we saw it join; not a "
+            "failure: it had joined: 1 job(s) ran there (schedd queue or history)") in log, log
+    assert "terminated before it joined" not in log
+    assert not json.loads(path.read_text())["backoff"]
+
+
 def _signal_all(pids, sig):
     for pid in pids:
         try:

@@ -100,7 +100,6 @@ def test_reconfigs_and_a_sigkill_under_the_master_stop_no_node_and_lose_no_job(c
     and one SIGKILL of the provisioner under condor_master: every job completes
     exactly once, no node stops, no failure or backoff is recorded, and a
     MAX_INSTANCES raised by the last reconfig takes effect without a restart."""
-    from provtools import history, submit
     state_dir = condor.base / "n-reconf"
     knobs = tmp_path / "admin.conf"
     knobs.write_text("CLOUD_PLUGINS_LOCAL1_MAX_INSTANCES = 1\n")

@@ -31,7 +31,11 @@ numbers; the same inputs give the same Plan.  Safety rules, in order:
   REQUEST_TIMEOUT; listed instances with our tags that no record knows are
   adopted (restart safety);
 * after a failure an entry backs off exponentially, then probes with one
-  instance at a time until an instance joins (no booting into a black hole).
+  instance at a time until an instance joins (no booting into a black hole);
+* an instance is a boot failure only if it never joined: not by our record,
+  nor by the collector or a schedd's queue or history (``join_evidence``; a
+  provisioner killed before it saved the join must not count a node that ran
+  jobs).  If that evidence is unknown, the failure is not counted.
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ from ..config import EntryConfig, ProvisionerConfig
 from .packing import nodes_needed
 from ..providers.base import InstanceState
 from .state import (ACTIVE_PHASES, BOOTING_PHASES, Action, Backoff, Create, Drain, Hold,
-                    InstanceRecord, Launched, LaunchFailed, NodeInfo, ObservedState, Outcome,
-                    Phase, Plan, Terminate)
+                    InstanceRecord, Launched, LaunchFailed, Listing, NodeInfo, ObservedState,
+                    Outcome, Phase, Plan, Terminate)
 
-__all__ = ["plan", "fold_launches", "backoff_delay", "INTERRUPTED", "NODE_DRAINING"]
+__all__ = ["plan", "fold_launches", "backoff_delay", "evidence_wanted", "INTERRUPTED",
+           "NODE_DRAINING"]
 
 
 def fold_launches(records: Mapping[str, InstanceRecord], outcomes: Iterable[Outcome],
@@ -67,6 +72,24 @@ def backoff_delay(entry: EntryConfig, failures: int) -> float:
     """Pause after ``failures`` consecutive failures (>= 1), capped."""
     exponent = min(failures - 1, 64)  # 2**64 * anything exceeds any cap
     return min(float(entry.backoff_max), entry.backoff_initial * entry.backoff_factor ** exponent)
+
+
+def evidence_wanted(records: Mapping[str, InstanceRecord],
+                    listings: Mapping[str, Listing]) -> List[str]:
+    """Records that would count as boot failures this cycle (never joined by
+    our memory, and gone, stopped or in error in a listing that was read):
+    the shell looks for evidence that they did join before ``plan``."""
+    out = []
+    for rid, rec in sorted(records.items()):
+        listing = listings.get(rec.entry)
+        if rec.joined is not None or rec.phase not in BOOTING_PHASES or not (listing and
+                                                                            listing.ok):
+            continue
+        inst = listing.by_id().get(rid)
+        if inst is None or inst.state in (InstanceState.TERMINATED, InstanceState.STOPPED,
+                                          InstanceState.ERROR):
+            out.append(rid)
+    return out
 
 
 def plan(state: ObservedState, cfg: ProvisionerConfig, now: float) -> Plan:
@@ -136,6 +159,17 @@ class _Cycle:
 
     def _failure(self, entry: str, reason: str) -> None:
         self.failures.setdefault(entry, []).append(reason)
+
+    def _joined_anyway(self, rec: InstanceRecord) -> str:
+        """Why ``rec`` is not a boot failure, or "" if it is one."""
+        if rec.joined is not None:
+            return "it joined"
+        seen = self.state.join_evidence.get(rec.id)
+        if seen:
+            return f"it had joined: {seen}"
+        if not self.state.evidence_ok:
+            return "whether it joined is unknown (a history query failed)"
+        return ""
 
     def _destroy(self, rec: InstanceRecord, action: Action, phase: Phase, reason: str,
                  needs_collector: bool = True, guarded: bool = True) -> bool:
@@ -211,7 +245,8 @@ class _Cycle:
         elif inst.state is InstanceState.ERROR and rec.phase not in (Phase.FAILED,
                                                                      Phase.TERMINATING):
             self._terminate(rec, f"provider reports an error: {inst.reason or 'no reason given'}",
-                            failure=rec.joined is None, needs_collector=rec.joined is not None)
+                            failure=not self._joined_anyway(rec),
+                            needs_collector=rec.joined is not None)
         elif inst.state is InstanceState.STOPPING:
             if rec.phase not in (Phase.FAILED, Phase.TERMINATING):
                 self._keep(rec, phase=Phase.TERMINATING, reason="stopping (not asked by us)")
@@ -253,7 +288,8 @@ class _Cycle:
         every cycle while it stays listed; a boot failure if it never joined)."""
         if rec.phase not in (Phase.FAILED, Phase.TERMINATING):
             self._terminate(rec, f"stopped by itself ({why}): it can run no job",
-                            failure=rec.joined is None, needs_collector=False, stopped=True)
+                            failure=not self._joined_anyway(rec), needs_collector=False,
+                            stopped=True)
         elif rec.since < self.now:
             reason = f"still listed as stopped after terminate ({why}): retry"
             self._destroy(rec, Terminate(rec.entry, rec.id, reason, stopped=True), rec.phase,
@@ -268,10 +304,16 @@ class _Cycle:
                 self._keep(rec)
             else:
                 self._terminate(rec, f"not in the provider listing {_age(waited)} after the "
-                                     "request", failure=True, needs_collector=False)
+                                     "request", failure=not self._joined_anyway(rec),
+                                needs_collector=False)
         elif rec.phase in BOOTING_PHASES:
-            self._keep(rec, phase=Phase.GONE, reason="terminated before it joined")
-            self._failure(rec.entry, f"{rec.id} terminated before it joined")
+            anyway = self._joined_anyway(rec)
+            if anyway:
+                self._keep(rec, phase=Phase.GONE,
+                           reason=f"gone before we saw it join; not a failure: {anyway}")
+            else:
+                self._keep(rec, phase=Phase.GONE, reason="terminated before it joined")
+                self._failure(rec.entry, f"{rec.id} terminated before it joined")
         elif rec.phase in (Phase.TERMINATING, Phase.FAILED):
             self._keep(rec, phase=Phase.GONE, reason="terminated")
         else:

@@ -29,10 +29,13 @@ from .. import config as config_mod
 from ..config import EntryConfig, ProvisionerConfig
 from . import commands as commands_mod
 from .explain import Reasons, first_failure, never_cloud, unmatched_key
-from .policy import INTERRUPTED, NODE_DRAINING, fold_launches, plan as plan_cycle
+from .policy import (INTERRUPTED, NODE_DRAINING, evidence_wanted, fold_launches,
+                     plan as plan_cycle)
 from ..providers import provider_class
 from ..providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
                              owner_tags)
+from .observe import (SLOT_ATTRS, idle_shapes, join_evidence, running_hosts,  # noqa: F401
+                      startd_name, template_ad)
 from .state import (Create, Drain, Hold, InstanceRecord, JobGroup, Launched,
                     LaunchFailed, Listing, NodeInfo, ObservedState, Phase, Plan, Terminate)
 
@@ -40,19 +43,6 @@ __all__ = ["Provisioner", "main", "template_ad", "STATE_VERSION"]
 
 log = logging.getLogger("condor_plugins.provisioning.provisioner")
 
-#: Job attributes the schedd groups idle jobs by (it adds what they reference).
-GROUP_BY = ["JobStatus", "JobUniverse", "RequestCpus", "RequestMemory", "RequestDisk",
-            "Requirements"]
-#: Idle jobs outside any autocluster read one by one up to this many; more
-#: and the schedd groups all jobs by their full shape instead.
-UNCLUSTERED_ONE_BY_ONE = 2000
-#: Universes a cloud node never runs (scheduler, local).
-NOT_ON_NODES = (7, 12)
-SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudRequestID", "CloudProviderEntry",
-              "State", "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining",
-              # CloudRetiring (node control by pulling) and what it references
-              "CloudRetiring", "CloudRetireRequested", "CloudLeaseExpired", "DaemonStartTime",
-              "CloudInterruption"]
 WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
 #: MyType of the provisioner's own ad in the collector.
 AD_TYPE = "CloudProvisioner"
@@ -60,35 +50,10 @@ AD_TYPE = "CloudProvisioner"
 DRAIN_CHECK = 'State =!= "Claimed"'
 
 
-def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, str]):
-    """The machine ad a new instance of ``entry`` would advertise (for matching)."""
-    import classad2
-    from ..node.contextualize import entry_interruptible
-    s = entry.settings
-    ad = classad2.ClassAd({
-        "MyType": "Machine", "IsCloudNode": True, "Cpus": entry.cpus, "TotalCpus": entry.cpus,
-        "Memory": entry.memory_mb, "TotalMemory": entry.memory_mb,
-        "Disk": entry.disk_mb * 1024, "TotalDisk": entry.disk_mb * 1024,
-        "Arch": param.get("ARCH") or "X86_64", "OpSys": param.get("OPSYS") or "LINUX",
-        "HasFileTransfer": True, "CloudProvider": entry.type, "CloudPlatform": entry.type,
-        "CloudVMType": entry.instance_type or "unknown", "CloudImage": entry.image or "unknown",
-        "CloudRegion": s.get("REGION", "unknown"), "CloudZone": s.get("ZONE", "unknown"),
-        "CloudInterruptible": entry_interruptible(entry, param), "CloudProvisioner": cfg.name,
-        "CloudProviderEntry": entry.name})
-    ad["Requirements"] = classad2.ExprTree("true")
-    return ad
-
-
 def _our_action(rec: InstanceRecord) -> bool:
     """A phase our own Drain/Terminate put it in (logged when done)."""
     return (rec.phase in (Phase.TERMINATING, Phase.FAILED) or rec.phase is Phase.DRAINING
             and not rec.reason.startswith((INTERRUPTED, NODE_DRAINING)))
-
-
-def _startd_name(slot_name) -> str:
-    """The startd's name in a slot's Name or a job's RemoteHost (after the
-    slot's "@"): how running jobs and nodes are matched."""
-    return str(slot_name or "").partition("@")[2]
 
 
 def _int(value, default: int) -> int:
@@ -222,8 +187,8 @@ class Provisioner:
             name = ad.get("Name") or "?"
             try:
                 schedd = htcondor2.Schedd(ad)
-                rows = self._idle_shapes(schedd)
-                hosts = self._running_hosts(schedd)
+                rows = idle_shapes(schedd)
+                hosts = running_hosts(schedd)
             except Exception as err:  # this schedd is unknown; the others count
                 failed.append(name)
                 # Once while it fails (then at debug level), and again when it recovers.
@@ -270,52 +235,6 @@ class Provisioner:
             raise RuntimeError(f"schedd(s) {', '.join(failed)} failed")
         return demand
 
-    @staticmethod
-    def _running_hosts(schedd) -> Dict[str, int]:
-        """Running jobs per startd name (``RemoteHost`` after the slot's ``@``)."""
-        out: Dict[str, int] = {}
-        for job in schedd.query("JobStatus == 2", ["RemoteHost"]):
-            host = _startd_name(job.get("RemoteHost"))
-            if host:
-                out[host] = out.get(host, 0) + 1
-        return out
-
-    def _idle_shapes(self, schedd):
-        """(ad with the job's matching attributes, idle job count) pairs."""
-        import htcondor2
-        # The constraint must stay True (HTCondor 23.9's schedd returns no
-        # group for any other), so JobStatus is a key.
-        counts = schedd.query("true", ["JobStatus", "JobUniverse", "AutoClusterId"],
-                              opts=htcondor2.QueryOpt.GroupBy)
-        # An autocluster carries only the attributes significant to this pool's
-        # matchmaking: one without the shape or Requirements cannot be used.
-        clusters = {c.get("AutoClusterId"): c for c in
-                    schedd.query("true", [], opts=htcondor2.QueryOpt.AutoCluster)
-                    if all(k in c for k in ("RequestCpus", "RequestMemory", "Requirements"))}
-        out, unclustered = [], 0
-        for row in counts:
-            if row.get("JobStatus") != 1 or row.get("JobUniverse") in NOT_ON_NODES:
-                continue
-            count = _int(row.get("JobCount"), 0)
-            cluster = clusters.get(row.get("AutoClusterId"))
-            if cluster is None:
-                unclustered += count
-            else:
-                out.append((cluster, count))
-        if unclustered == 0:
-            return out
-        if unclustered > UNCLUSTERED_ONE_BY_ONE:
-            rows = schedd.query("true", GROUP_BY, opts=htcondor2.QueryOpt.GroupBy)
-            return [(r, _int(r.get("JobCount"), 0)) for r in rows
-                    if r.get("JobStatus") == 1 and r.get("JobUniverse") not in NOT_ON_NODES]
-        known = ", ".join(str(int(i)) for i in clusters if isinstance(i, int))
-        constraint = "JobStatus == 1 && (AutoClusterId is undefined" + (
-            f" || !member(AutoClusterId, {{{known}}}))" if known else ")")
-        for job in schedd.query(constraint, limit=UNCLUSTERED_ONE_BY_ONE + 1):
-            if job.get("JobUniverse") not in NOT_ON_NODES:
-                out.append((job, 1))
-        return out
-
     def nodes(self) -> Tuple[Dict[str, NodeInfo], Optional[float]]:
         """The collector's view of our instances, and when the collector started."""
         import classad2
@@ -332,7 +251,7 @@ class Provisioner:
             if iid is None:
                 continue
             n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
-                                      "startd": _startd_name(ad.get("Name")),
+                                      "startd": startd_name(ad.get("Name")),
                                       "interruption": ""})
             if isinstance(ad.get("CloudInterruption"), str):
                 n["interruption"] = ad["CloudInterruption"][:120] or "notice"
@@ -404,11 +323,27 @@ class Provisioner:
                                                            ({}, {}, ["all"]))
         listings = self.listings()
         nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
+        evidence_ok, evidence = self._observe("join evidence (collector, schedd history)",
+                                              lambda: self.join_evidence(listings), {})
         return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
                              demand=demand, demand_ok=reached and not failed,
                              running=running, listings=listings,
                              nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
-                             outcomes=tuple(self.failures), requests=dict(self.requests))
+                             outcomes=tuple(self.failures), requests=dict(self.requests),
+                             join_evidence=evidence, evidence_ok=evidence_ok)
+
+    def join_evidence(self, listings: Mapping[str, Listing]) -> Dict[str, str]:
+        """For the records that would count as boot failures: whether the pool
+        saw them join after all (a provisioner killed before it saved the join)."""
+        import htcondor2
+        wanted = evidence_wanted(self.records, listings)
+        if not wanted:
+            return {}
+        names = {iid: {iid} | {r for r, i in self._request_ids.items() if i == iid}
+                 for iid in wanted}
+        coll = self._collector()
+        since = min(self.records[iid].created for iid in wanted)
+        return join_evidence(coll, coll.locateAll(htcondor2.DaemonType.Schedd), names, since)
 
     # ------------------------------------------------------------ levers
     def take_commands(self) -> None:

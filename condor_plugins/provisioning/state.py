@@ -130,6 +130,12 @@ class ObservedState:
     #: Admin commands of this cycle (``condor_cloud retire|terminate``):
     #: instance id -> (command, reason, force).
     requests: Mapping[str, Tuple[str, str, bool]] = field(default_factory=dict)
+    #: For records that never joined by our memory but are gone or stopped
+    #: (``policy.evidence_wanted``): instance id -> how the collector or a
+    #: schedd's queue or history shows that it did join.  ``evidence_ok``
+    #: False: a query for it failed, so whether it joined is unknown.
+    join_evidence: Mapping[str, str] = field(default_factory=dict)
+    evidence_ok: bool = True
 
     def failed_sources(self, entries: Iterable[str]) -> List[str]:
         """Names of the observations that failed, for messages."""
