@@ -3,6 +3,8 @@
     condor_cloud status [--json] [--entry E] [--constraint EXPR] [--watch [S]]
     condor_cloud retire ID... | terminate ID... [--force] | disable E | enable E
     condor_cloud userdata ENTRY [--instance-id ID] [--show-secrets]
+    condor_cloud config                 (a pip install: the config that enables it)
+    condor_cloud try [--dir D] [--nodes N] [--cpus C] | try --stop [--dir D]
 
 ``status`` reads the provisioner's configuration (HTCondor knobs), its state
 file, every provider entry's listing, the collector and the provisioner's own
@@ -26,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 
 def _age(seconds: float) -> str:
@@ -240,8 +243,27 @@ BUSY is claimed slots, IDLECPUS unclaimed cores.
 exit status: 0 success; 1 (status) a query failed, so part of the output is
 unknown (WARNING lines say which), or (retire, terminate, disable, enable)
 the provisioner did not take the command within --wait seconds (it is
-withdrawn); 2 configuration or usage error, or an unknown entry or instance.
+withdrawn), or (config, try) it cannot be done here (the message says why);
+2 configuration or usage error, or an unknown entry or instance.
 """
+
+
+def _setup(args) -> int:
+    """``config`` and ``try``: 0 done, 1 not possible here (the message says why)."""
+    from . import trypool
+    from .installed import pip_config
+    from .localpool import InstanceError
+    try:
+        if args.command == "config":
+            sys.stdout.write(pip_config())
+        else:
+            directory = args.dir or trypool.default_dir()
+            sys.stdout.write(trypool.stop(directory) if args.stop else
+                             trypool.start(directory, max(1, args.nodes), max(1, args.cpus)))
+    except (RuntimeError, InstanceError, OSError) as err:
+        print(f"condor_cloud {args.command}: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _lever(args, param=None) -> int:
@@ -281,7 +303,8 @@ def _lever(args, param=None) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """condor_cloud's arguments (also its man page: condor_plugins.manpages)."""
     from . import __version__
     ap = argparse.ArgumentParser(prog="condor_cloud", description="Inspect and steer the cloud "
                                  "provisioner.", epilog=EPILOG,
@@ -303,7 +326,9 @@ def main(argv=None) -> int:
                              ("disable", "ENTRY", "no new instance for ENTRY (kept ones stay)"),
                              ("enable", "ENTRY", "allow new instances for ENTRY again")):
         lever = sub.add_parser(name, help=text + " (a command to the running provisioner)")
-        lever.add_argument("targets", nargs="+", metavar=what)
+        lever.add_argument("targets", nargs="+", metavar=what,
+                           help="an instance id (condor_cloud status)" if what == "ID" else
+                           "a provider entry (a name in CLOUD_PLUGINS_PROVIDERS)")
         lever.add_argument("--wait", type=float, metavar="SECONDS",
                            help="how long to wait for the provisioner (default 3 cycles)")
         if name == "terminate":
@@ -315,7 +340,21 @@ def main(argv=None) -> int:
     ud.add_argument("--instance-id", help="instance id to render (default: ENTRY-example)")
     ud.add_argument("--show-secrets", action="store_true",
                     help="mint and print a real worker token (needs the signing key)")
-    args = ap.parse_args(argv)
+    sub.add_parser("config", help="print the HTCondor config file that enables this "
+                   "installation without the RPM (pip, a virtual environment)")
+    tr = sub.add_parser("try", help="start (or --stop) a personal pool with condor_plugins "
+                        "enabled and local-provider nodes, to try things on")
+    tr.add_argument("--dir", type=Path, metavar="DIR",
+                    help="where it runs (default /tmp/condor-cloud-try-UID)")
+    tr.add_argument("--nodes", type=int, default=2, help="at most this many nodes (default 2)")
+    tr.add_argument("--cpus", type=int, default=1, help="cores per node (default 1)")
+    tr.add_argument("--stop", action="store_true", help="stop the pool and its nodes")
+    ap.man_description = __doc__.split("\n", 1)[1]
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from .config import ConfigError
     from .providers import ProviderNotFound
     try:
@@ -326,6 +365,8 @@ def main(argv=None) -> int:
             sys.stdout.write(user_data(args.entry, args.instance_id or
                                        f"{args.entry.lower()}-example", args.show_secrets))
             return 0
+        if args.command in ("config", "try"):
+            return _setup(args)
         if args.command != "status":
             return _lever(args)
         while True:

@@ -26,13 +26,18 @@ INSTALLED_DATA_DIR = Path("/usr/share/condor-cloud-plugins")
 
 def shipped_config_dir() -> Path:
     """Where the project's config fragments live: $CLOUD_PLUGINS_CONFIG_DIR, the
-    source tree's config.d, else the installed data directory (whose worker/
-    holds the worker fragment; the site fragments are in HTCondor's config.d)."""
+    source tree's config.d, a pip install's ``<prefix>/share/condor-cloud-plugins/
+    config.d``, else the RPM's data directory (whose worker/ holds the worker
+    fragment; the site fragments are in HTCondor's config.d)."""
+    import sys
     override = os.environ.get("CLOUD_PLUGINS_CONFIG_DIR")
     if override:
         return Path(override)
     if REPO_CONFIG_DIR.is_dir():
         return REPO_CONFIG_DIR
+    pip = Path(sys.prefix) / "share" / "condor-cloud-plugins" / "config.d"
+    if (pip / "worker").is_dir():
+        return pip
     return INSTALLED_DATA_DIR
 
 

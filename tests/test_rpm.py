@@ -40,6 +40,8 @@ def _setup_cfg():
 
 
 VERSION = _setup_cfg()["metadata"]["version"]
+SCRIPTS = [line.split("=")[0].strip() for line in
+           _setup_cfg()["options.entry_points"]["console_scripts"].splitlines() if line.strip()]
 
 
 def run(cmd, **kw):
@@ -124,6 +126,10 @@ def test_paths(rpmq):
         *(f"{info}/{n}" for n in ("METADATA", "entry_points.txt", "top_level.txt",
                                   "INSTALLER", "RECORD")),
     }
+    # Man pages (gzipped where the build compresses them).
+    man = {f for f in files if f.startswith("/usr/share/man/man1/")}
+    assert {re.sub(r"\.1(\.gz)?$", "", f.rsplit("/", 1)[1]) for f in man} == set(SCRIPTS)
+    expected |= man
     missing = expected - files
     assert not missing, f"missing from the RPM: {sorted(missing)}"
     # Besides these: directories, the package's byte code (EL's brp step) and docs.
@@ -184,6 +190,37 @@ def test_every_console_script_packaged(rpmq):
     for line in filter(None, (l.strip() for l in text.splitlines())):
         name = line.split("=")[0].strip()
         assert f"/usr/bin/{name}" in files or f"/usr/libexec/condor/{name}" in files, name
+
+
+def test_man_pages_from_the_parsers(payload, tmp_path):
+    """Every command has a man page generated from its argument parser: it
+    renders without a warning and names every option the parser has."""
+    import gzip
+    from condor_plugins import manpages
+    root, _ = payload
+    for command in SCRIPTS:
+        [page] = (root / "usr/share/man/man1").glob(f"{command}.1*")
+        text = (gzip.decompress(page.read_bytes()) if page.suffix == ".gz"
+                else page.read_bytes()).decode()
+        assert text.startswith(f".TH {command.upper()} 1 ") and f"condor_plugins {VERSION}" in text
+        parser = manpages._parser(command)
+        for action in parser._actions:
+            for option in action.option_strings:
+                assert option.replace("-", "\\-") in text, (command, option)
+        plain = tmp_path / "page.1"
+        plain.write_text(text)
+        out = run(["nroff", "-man", "-ww", "-z", str(plain)], env=dict(os.environ, LANG="C.UTF-8"))
+        assert not out.stderr.strip(), (command, out.stderr)
+
+
+def test_payload_versions(payload, tmp_path):
+    """--version on every command of the payload."""
+    root, sitelib = payload
+    for command in SCRIPTS:
+        [exe] = [root / d / command for d in ("usr/bin", "usr/libexec/condor")
+                 if (root / d / command).exists()]
+        out = run([str(exe), "--version"], env=payload_env(sitelib), cwd=tmp_path).stdout
+        assert out.splitlines()[0].startswith(f"{command} {VERSION}"), (command, out)
 
 
 def test_config_noreplace(rpmq):
@@ -517,33 +554,23 @@ def guide_blocks(text, sections=("2", "3", "4")):
 
 
 @pytest.mark.integration
-def test_admin_guide_walkthrough(payload, condor, tmp_path, monkeypatch):
-    """From "RPM payload installed" to "a cloud-mode job ran on a local-provider
-    node" with only the knobs the admin guide shows (its config blocks of
-    sections 2-4, in the admin's file), the daemon started by condor_master
-    from the payload, and the payload's condor_submit_cloud."""
-    import htcondor2
-    from condor_plugins.localpool import wait_for
-    from condor_plugins.providers.local import LocalProvider
-    root, sitelib = payload
-    blocks = guide_blocks((REPO / "docs" / "admin-guide.md").read_text())
-    knobs = "\n".join(blocks)
+def _guide_knobs(nodes):
+    knobs = "\n".join(guide_blocks((REPO / "docs" / "admin-guide.md").read_text()))
     for name in ("CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS", "CLOUD_PLUGINS_SUBMIT_TRANSFORM",
                  "CLOUD_PLUGINS_PROVIDERS", "CLOUD_PLUGINS_RUN_PROVISIONER"):
         assert f"{name} = " in knobs, name
-    nodes = Path(tempfile.mkdtemp(prefix="g", dir=condor.base))
-    knobs = knobs.replace("/var/lib/condor/cloud-nodes", str(nodes))  # a short, writable path
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    admin = etc / "99-cloud-plugins-local.conf"
-    admin.write_text((root / ADMIN_FILE.lstrip("/")).read_text() + "\n" + knobs + "\n")
-    # The payload stands in for the installed package (a temporary root, not /usr).
-    monkeypatch.setenv("PYTHONPATH", str(sitelib))
-    monkeypatch.setenv("CLOUD_PLUGINS_CONFIG_DIR", str(root / "usr/share/condor-cloud-plugins"))
-    shipped = sorted((root / "usr/share/condor/config.d").glob("*.conf"))
-    pool = condor.pool("guide", include=[*shipped, admin], extra_config=(
-        f"CLOUD_PROVISIONER = {root}/usr/libexec/condor/condor_cloud_provisioner\n"
-        "CLOUD_PLUGINS_CYCLE_INTERVAL = 2\n"))
+    return knobs.replace("/var/lib/condor/cloud-nodes", str(nodes))  # a short, writable path
+
+
+def _walkthrough(condor, tmp_path, include, extra, submit_cloud, nodes):
+    """Start a pool on ``include`` (the installed fragments, then the admin's
+    file), wait for the provisioner condor_master starts, submit a cloud job
+    with ``submit_cloud``: it runs on a local-provider node."""
+    import htcondor2
+    from condor_plugins.localpool import wait_for
+    from condor_plugins.providers.local import LocalProvider
+    pool = condor.pool("guide", include=include, extra_config=extra +
+                       "CLOUD_PLUGINS_CYCLE_INTERVAL = 2\n")
     try:
         wait_for(lambda: pool.collector().query(
             htcondor2.AdType.Any, 'MyType == "CloudProvisioner"', ["Name"]),
@@ -551,8 +578,7 @@ def test_admin_guide_walkthrough(payload, condor, tmp_path, monkeypatch):
         (tmp_path / "hello.sub").write_text("executable = /bin/hostname\nqueue\n")
         tmp_path.chmod(0o777)
         env = dict(os.environ, CONDOR_CONFIG=str(pool.config_path))
-        sub = run([str(root / "usr/bin/condor_submit_cloud"), "--mode", "cloud", "hello.sub"],
-                  cwd=tmp_path, env=env)
+        sub = run([str(submit_cloud), "--mode", "cloud", "hello.sub"], cwd=tmp_path, env=env)
         cluster = int(re.search(r"submitted to cluster (\d+)", sub.stdout).group(1))
         try:
             [job] = wait_for(lambda: list(pool.schedd().history(
@@ -567,6 +593,63 @@ def test_admin_guide_walkthrough(payload, condor, tmp_path, monkeypatch):
         ads = pool.collector().query(htcondor2.AdType.Startd,
                                      "IsCloudNode", ["CloudProvider", "CloudInstanceID"])
         assert ads and ads[0]["CloudProvider"] == "local"
+        return [p for p in Path(nodes).iterdir() if p.is_dir()]
     finally:
         provider = LocalProvider("onbox", {"STATE_DIR": str(nodes)})
         provider.terminate([i.id for i in provider.list({})])
+
+
+def test_admin_guide_walkthrough(payload, condor, tmp_path, monkeypatch):
+    """From "RPM payload installed" to "a cloud-mode job ran on a local-provider
+    node" with only the knobs the admin guide shows (its config blocks of
+    sections 2-4, in the admin's file), the daemon started by condor_master
+    from the payload, and the payload's condor_submit_cloud."""
+    root, sitelib = payload
+    nodes = Path(tempfile.mkdtemp(prefix="g", dir=condor.base))
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    admin = etc / "99-cloud-plugins-local.conf"
+    admin.write_text((root / ADMIN_FILE.lstrip("/")).read_text() + "\n" + _guide_knobs(nodes)
+                     + "\n")
+    # The payload stands in for the installed package (a temporary root, not /usr).
+    monkeypatch.setenv("PYTHONPATH", str(sitelib))
+    monkeypatch.setenv("CLOUD_PLUGINS_CONFIG_DIR", str(root / "usr/share/condor-cloud-plugins"))
+    shipped = sorted((root / "usr/share/condor/config.d").glob("*.conf"))
+    _walkthrough(condor, tmp_path, [*shipped, admin],
+                 f"CLOUD_PROVISIONER = {root}/usr/libexec/condor/condor_cloud_provisioner\n",
+                 root / "usr/bin/condor_submit_cloud", nodes)
+
+
+def test_admin_guide_walkthrough_from_a_pip_virtual_environment(condor, tmp_path, monkeypatch):
+    """Issue 13: the same walkthrough without the RPM, as the guide's "Without
+    the RPM" says: `pip install` of the source tarball into a virtual
+    environment that sees the system's HTCondor bindings, its `condor_cloud
+    config` in HTCondor's config, and the guide's knobs.  Nothing comes from the
+    source tree: no PYTHONPATH, no LIBEXEC, no CLOUD_PLUGINS_CONFIG_DIR."""
+    venv = Path(tempfile.mkdtemp(prefix="v", dir=condor.base)) / "cp"
+    sdist = tmp_path / "condor-cloud-plugins.tar.gz"
+    run([str(BUILD), "--source", "tree", "--sdist", str(sdist)])
+    run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)])
+    run([str(venv / "bin/pip"), "install", "-q", "--no-build-isolation", str(sdist)],
+        timeout=300, cwd=tmp_path)
+    for name in ("PYTHONPATH", "CLOUD_PLUGINS_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "CONDOR_CONFIG"}
+    config = run([str(venv / "bin/condor_cloud"), "config"], cwd=tmp_path, env=env).stdout
+    share = venv / "share/condor-cloud-plugins/config.d"
+    assert f"include : {share}/30-cloud-provisioner.conf" in config
+    assert f"CLOUD_PROVISIONER = {venv}/bin/condor_cloud_provisioner" in config
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "50-cloud-plugins.conf").write_text(config)
+    nodes = Path(tempfile.mkdtemp(prefix="g", dir=condor.base))
+    admin = etc / "99-cloud-plugins-local.conf"
+    admin.write_text(_guide_knobs(nodes) + "\n")
+    [node] = _walkthrough(condor, tmp_path, [etc / "50-cloud-plugins.conf", admin], "",
+                          venv / "bin/condor_submit_cloud", nodes)
+    assert node.name.startswith("onbox-")
+    # What ran came from the virtual environment, not the source tree.
+    where = run([str(venv / "bin/python3"), "-c", "import condor_plugins.localpool as l; "
+                 "print(l.__file__); print(l.shipped_config_dir())"], cwd=tmp_path,
+                env=env).stdout.split()
+    assert where[0].startswith(f"{venv}/lib/") and where[1] == str(share), where

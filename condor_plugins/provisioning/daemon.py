@@ -78,7 +78,27 @@ def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+MAN_DESCRIPTION = """\
+Every CLOUD_PLUGINS_CYCLE_INTERVAL seconds it observes the idle jobs of every
+schedd, the instances of every provider entry (CLOUD_PLUGINS_PROVIDERS) and
+the collector; plans with a pure policy; and acts: creates instances for idle
+jobs that fit an entry, within MAX_INSTANCES and the backoff, drains and
+terminates idle ones, and terminates stopped, failed or lost ones. Every
+decision is logged with its reason, and shown by condor_cloud status and in
+its own ad (MyType "CloudProvisioner").
+
+It runs under condor_master (CLOUD_PLUGINS_RUN_PROVISIONER = True; it logs to
+$(CLOUD_PROVISIONER_LOG)) or systemd (condor-cloud-provisioner.service). SIGHUP
+(condor_reconfig) re-reads the knobs in place, or refuses a bad config and
+keeps the running one; SIGTERM, SIGINT or SIGQUIT stop it after the cycle. A
+restart or crash never stops a node or a job: what it remembers is in
+$(SPOOL)/cloud_plugins/provisioner-state.json, written after every create.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's arguments (also its man page: condor_plugins.manpages)."""
+    from .. import __version__
     parser = argparse.ArgumentParser(
         prog="condor_cloud_provisioner",
         description="Start cloud worker nodes for idle jobs and retire them when idle.",
@@ -89,7 +109,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                "file's lock.")
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
     parser.add_argument("--debug", action="store_true", help="verbose logging")
-    args = parser.parse_args(argv)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.man_description = MAN_DESCRIPTION
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     # Handlers first: a condor_reconfig while we start must not kill us.
     stop, wake, reconfig = threading.Event(), threading.Event(), threading.Event()
     stopped_by = []

@@ -139,9 +139,52 @@ def finalize(text: str) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
+_HOOK_HELP = {
+    "translate": "stdin: the route ad, ------, the job ad; stdout: the routed ad, with the "
+                 "cloud clause in Remote_Requirements. Non-zero: the job is not routed.",
+    "update": "stdin: the routed ad; stdout: nothing to set (the router mirrors status).",
+    "finalize": "stdin: the source ad, ------, the routed ad; stdout: where the job ran "
+                "(LastRemoteHost, ...) for the source job. Always exits 0.",
+    "cleanup": "stdin: the job ad; nothing to clean up. Always exits 0.",
+}
+
+
+def _hook_parser(name: str):
+    import argparse
+    from condor_plugins import __version__
+    ap = argparse.ArgumentParser(
+        prog=f"condor_cloud_route_{name}",
+        description=f"HTCondor JobRouter {name} hook of condor_plugins (cloud pool routes).",
+        epilog=_HOOK_HELP[name] + " The job router runs it with no arguments "
+               "(40-cloud-route.conf: CLOUD_PLUGINS_HOOK_DIR).")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    ap.man_description = __doc__.split("\n", 1)[1]
+    return ap
+
+
+def translate_parser():
+    return _hook_parser("translate")
+
+
+def update_parser():
+    return _hook_parser("update")
+
+
+def finalize_parser():
+    return _hook_parser("finalize")
+
+
+def cleanup_parser():
+    return _hook_parser("cleanup")
+
+
 def _run(name: str, fn, failure: int = 1) -> int:
     """Run ``fn`` on stdin; on failure one stderr line (the router logs it)
-    and exit ``failure``."""
+    and exit ``failure``.  With an option (--version, --help), only that
+    (the router passes no argument)."""
+    if len(sys.argv) > 1 and sys.argv[1].startswith("-"):
+        _hook_parser(name).parse_args(sys.argv[1:])
+        return 0
     try:
         text = sys.stdin.read()
         sys.stdout.write(fn(text))

@@ -363,8 +363,45 @@ def _help(rest: list[str]) -> int:
     return rc
 
 
+def build_parser():
+    """The wrapper's own arguments, for its man page (condor_plugins.manpages).
+    The wrapper itself parses by hand: everything else is condor_submit's,
+    whose single-dash grammar argparse cannot pass through unchanged."""
+    import argparse
+    ap = argparse.ArgumentParser(
+        prog=PROG, description="condor_submit with cloud steering: run the jobs only on cloud "
+        "nodes, never on them, or anywhere.",
+        epilog="exit status: condor_submit's own (the wrapper execs it); 1 if the wrapper "
+               "refuses the arguments (an invalid --mode or CloudMode, a site requirement "
+               "that is not an expression) or cannot run condor_submit.")
+    ap.add_argument("--mode", choices=[m.value for m in modes.CloudMode],
+                    help="cloud: only on cloud nodes; local: never on them; any: anywhere. "
+                         "Default: the job's own +CloudMode, else the knob "
+                         "CLOUD_PLUGINS_DEFAULT_MODE, else cloud")
+    ap.add_argument("--version", action="store_true",
+                    help="print the wrapper's version, then HTCondor's (condor_version)")
+    ap.add_argument("condor_submit_args", nargs="*", metavar="ARG",
+                    help="any condor_submit argument: submit file, -append, -queue, ...")
+    ap.man_description = __doc__.split("\n", 1)[1]
+    return ap
+
+
+def _version() -> int:
+    """Ours, then HTCondor's (condor_submit has no version option)."""
+    from condor_plugins import __version__
+    print(f"{PROG} {__version__} (condor_plugins)", flush=True)
+    import subprocess
+    try:
+        subprocess.call(["condor_version"])
+    except OSError:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:
+        return _version()
     try:
         args = parse_args(argv)
         if args.help:
