@@ -79,6 +79,7 @@ def _daemon(prov, now: float) -> dict:
 
 def collect(param=None, now: float | None = None) -> dict:
     """The status as plain data (also the --json output).  Reads only."""
+    from .providers.base import InstanceState
     from .provisioning.provisioner import Provisioner, load_disabled
     now = time.time() if now is None else now
     prov = Provisioner(param)
@@ -112,14 +113,20 @@ def collect(param=None, now: float | None = None) -> dict:
                 provider_state = "unknown"
             else:
                 provider_state = inst.state.name.lower() if inst else "not listed"
-            rows.append(_row(rec.entry, iid, str(rec.phase), now - rec.created, nodes.get(iid),
-                             rec.reason or (inst.reason if inst else ""), provider_state))
+            node = nodes.get(iid) if _may_run(inst) else None
+            state, reason = live_view(str(rec.phase), rec.reason or (inst.reason if inst
+                                                                     else ""), node)
+            rows.append(_row(rec.entry, iid, state, now - rec.created, node, reason,
+                             provider_state))
         for entry, listing in sorted(listings.items()):
             for inst in listing.instances:
-                if inst.id in seen:
+                # Terminated ones the provisioner forgot cost nothing: not shown
+                # (some clouds list them for an hour; their ads are stale).
+                if inst.id in seen or inst.state is InstanceState.TERMINATED:
                     continue
                 age = now - inst.launch_time if inst.launch_time else 0
-                rows.append(_row(entry, inst.id, "unrecorded", age, nodes.get(inst.id),
+                rows.append(_row(entry, inst.id, "unrecorded", age,
+                                 nodes.get(inst.id) if _may_run(inst) else None,
                                  inst.reason or "listed by the provider, not yet adopted",
                                  inst.state.name.lower()))
         backoff = {entry: {"failures": b.failures, "until": _iso(b.until),
@@ -141,6 +148,25 @@ def collect(param=None, now: float | None = None) -> dict:
         return status
     finally:
         prov.close()
+
+
+def _may_run(inst) -> bool:
+    """Only a pending or running instance's collector ads are its own live
+    counts (a stopped or terminated VM's ads are stale until they expire)."""
+    from .providers.base import InstanceState
+    return inst is not None and inst.state in (InstanceState.PENDING, InstanceState.RUNNING)
+
+
+def live_view(state: str, reason: str, node) -> tuple:
+    """STATE and REASON of a joined node as the collector shows it now, so
+    they agree with BUSY (the record is as of the provisioner's last cycle)."""
+    if node is None or state not in ("idle", "busy"):
+        return state, reason
+    if node.busy_slots:
+        return "busy", f"running {node.busy_slots} job(s)"
+    if state == "busy":
+        return "idle", "no job now (it ran one at the last cycle)"
+    return state, reason
 
 
 def _row(entry, iid, state, age, node, reason, provider_state) -> dict:
@@ -238,7 +264,9 @@ does not know yet (it is adopted at the next cycle). PROVIDER is what the
 cloud says (pending, running, stopping, stopped, terminated, error), "not
 listed" (recorded, but the listing does not show it), "unknown" (the listing
 failed) or "unconfigured" (its entry is no longer in CLOUD_PLUGINS_PROVIDERS).
-BUSY is claimed slots, IDLECPUS unclaimed cores.
+BUSY is claimed slots and IDLECPUS unclaimed cores, as the collector shows them
+now; STATE and REASON agree with them (else they are as of the last cycle).
+Terminated instances the provisioner no longer records are not shown.
 
 exit status: 0 success; 1 (status) a query failed, so part of the output is
 unknown (WARNING lines say which), or (retire, terminate, disable, enable)

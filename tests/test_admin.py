@@ -185,3 +185,22 @@ def test_status_exit_codes_and_it_never_writes(site, tmp_path):
     bad = _status(tmp_path, pool.collector_address, CLOUD_PLUGINS_CYCLE_INTERVAL="often")
     assert bad.returncode == 2 and "CLOUD_PLUGINS_CYCLE_INTERVAL" in bad.stderr
     assert _tree(tmp_path / "state") == before
+
+
+def test_status_state_and_reason_agree_with_the_live_busy_count():
+    """Issue 13: REASON no longer lags BUSY, and a VM that is not running
+    shows no counts from its stale ads."""
+    from condor_plugins.cli import _may_run, live_view
+    from condor_plugins.providers.base import Instance, InstanceState
+    from condor_plugins.provisioning.state import NodeInfo
+    busy, idle = NodeInfo("a", busy_slots=2), NodeInfo("a", busy_slots=0, idle_cpus=2)
+    assert live_view("idle", "idle for 30s", busy) == ("busy", "running 2 job(s)")
+    assert live_view("busy", "running 1 job(s)", busy) == ("busy", "running 2 job(s)")
+    assert live_view("busy", "running 1 job(s)", idle)[0] == "idle"
+    assert live_view("idle", "idle for 30s", idle) == ("idle", "idle for 30s")
+    assert live_view("draining", "idle for 600s", busy) == ("draining", "idle for 600s")
+    assert live_view("idle", "idle for 30s", None) == ("idle", "idle for 30s")
+    inst = lambda state: Instance("a", "e1", state, launch_time=0, tags={})  # noqa: E731
+    assert _may_run(inst(InstanceState.RUNNING)) and _may_run(inst(InstanceState.PENDING))
+    assert not _may_run(inst(InstanceState.STOPPED)) and not _may_run(None)
+    assert not _may_run(inst(InstanceState.TERMINATED))

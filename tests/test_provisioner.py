@@ -274,6 +274,14 @@ def test_node_that_ran_jobs_is_no_boot_failure_when_its_join_was_never_saved(sit
             "failure: it had joined: 1 job(s) ran there (schedd queue or history)") in log, log
     assert "terminated before it joined" not in log
     assert not json.loads(path.read_text())["backoff"]
+    # Forgotten at the next cycle; still listed (terminated) by the provider,
+    # but status does not bring it back as "unrecorded" with stale counts.
+    assert prov.once() == 0 and node not in json.loads(path.read_text())["records"]
+    assert node in prov.instances()
+    status = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "status", "--json"],
+                            env=prov.env(), capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert node not in [r["id"] for r in json.loads(status.stdout)["instances"]]
 
 
 def _signal_all(pids, sig):
