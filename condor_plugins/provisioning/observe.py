@@ -5,11 +5,18 @@ schedd queues and histories).  Functions of HTCondor handles; no state."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Set
+import logging
+from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from ..config import EntryConfig, ProvisionerConfig
+from ..providers.base import TAG_ENTRY, TAG_REQUEST, ProviderError, owner_tags
+from .explain import first_failure, never_cloud, unmatched_key
+from .policy import evidence_wanted
+from .state import JobGroup, Listing, NodeInfo, ObservedState
 
-__all__ = ["GROUP_BY", "UNCLUSTERED_ONE_BY_ONE", "NOT_ON_NODES", "SLOT_ATTRS", "template_ad",
+log = logging.getLogger("condor_plugins.provisioning.provisioner")
+
+__all__ = ["Observing", "GROUP_BY", "UNCLUSTERED_ONE_BY_ONE", "NOT_ON_NODES", "SLOT_ATTRS", "template_ad",
            "startd_name", "running_hosts", "idle_shapes", "join_evidence"]
 
 #: Job attributes the schedd groups idle jobs by (it adds what they reference).
@@ -156,3 +163,203 @@ def join_evidence(collector, schedds, names: Mapping[str, Set[str]],
         more = "at least " if n >= EVIDENCE_JOBS else ""
         found.setdefault(iid, f"{more}{n} job(s) ran there (schedd queue or history)")
     return found
+
+
+class Observing:
+    """The Provisioner's reads (mixed in): the schedds, the collector and the
+    providers' listings, into one ObservedState.  A source that fails is
+    marked not-ok, never raised."""
+
+    def _collector(self):
+        import htcondor2
+        return htcondor2.Collector(self.collector_host) if self.collector_host \
+            else htcondor2.Collector()
+
+    def _observe(self, what: str, fn, default):
+        try:
+            return True, fn()
+        except Exception as err:  # any failure: this source is unknown this cycle
+            log.warning("Observation of the %s failed: %s", what, str(err).splitlines()[0]
+                        if str(err) else type(err).__name__)
+            return False, default
+
+    def schedds(self):
+        """Demand per entry from every schedd that answers, running jobs per
+        startd name, and the names of the schedds that failed.
+
+        Idle jobs are grouped by shape and each shape is matched once against
+        the entry's template machine ad.  Fast path: count idle jobs per
+        autocluster (a cheap grouped query on integers) and take each
+        autocluster's significant attributes from the schedd's autocluster
+        table; jobs not yet in an autocluster (submitted since the last
+        negotiation) are read one by one if they are few, else everything is
+        grouped on the full job shape (slower at 100k jobs)."""
+        import htcondor2
+        schedds = self._collector().locateAll(htcondor2.DaemonType.Schedd)
+        if not schedds:
+            raise RuntimeError("no schedd in the collector")
+        shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
+        running: Dict[str, int] = {}
+        failed = []
+        unmatched: Dict[Tuple[str, str], int] = {}
+        for ad in schedds:
+            name = ad.get("Name") or "?"
+            try:
+                schedd = htcondor2.Schedd(ad)
+                rows = idle_shapes(schedd)
+                hosts = running_hosts(schedd)
+            except Exception as err:  # this schedd is unknown; the others count
+                failed.append(name)
+                # Once while it fails (then at debug level), and again when it recovers.
+                log.log(logging.DEBUG if name in self._failed_schedds else logging.WARNING,
+                        "Query of schedd %s failed: %s", name,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+                continue
+            for host, n in hosts.items():
+                running[host] = running.get(host, 0) + n
+            for row, count in rows:
+                shape = (max(1, _int(row.eval("RequestCpus"), 1)),
+                         max(0, _int(row.eval("RequestMemory"), 0)))
+                matched = False
+                for entry, template in self.templates.items():
+                    if count and template.matches(row):
+                        matched = True
+                        shapes[entry][shape] = shapes[entry].get(shape, 0) + count
+                if count and not matched:
+                    self._unmatched(row, count, unmatched)
+        demand = {entry: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
+                  for entry, by in shapes.items()}
+        for name in sorted(self._failed_schedds - set(failed)):
+            log.info("Query of schedd %s works again", name)
+        self._failed_schedds = set(failed)
+        if not failed:  # else unknown: keep what was said
+            self.unmatched.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
+                                   for (shape, why), n in sorted(unmatched.items())})
+        return demand, running, failed
+
+    def _unmatched(self, job, count: int, out: Dict[Tuple[str, str], int]) -> None:
+        """Count idle jobs no entry's template matches, by shape and by the
+        first clause that fails on each entry (jobs kept off cloud nodes on
+        purpose are not counted)."""
+        why = {entry: first_failure(job, template) for entry, template in self.templates.items()}
+        if never_cloud(why.values()):
+            return
+        key = (unmatched_key(job), "; ".join(f"{e} needs {c}" for e, c in why.items()))
+        out[key] = out.get(key, 0) + count
+
+    def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
+        """Idle jobs per entry (all schedds; raises if any failed)."""
+        demand, _, failed = self.schedds()
+        if failed:
+            raise RuntimeError(f"schedd(s) {', '.join(failed)} failed")
+        return demand
+
+    def nodes(self) -> Tuple[Dict[str, NodeInfo], Optional[float]]:
+        """The collector's view of our instances, and when the collector started."""
+        import classad2
+        import htcondor2
+        coll = self._collector()
+        constraint = f"CloudProvisioner == {classad2.quote(self.cfg.name)}"
+        ads = coll.query(htcondor2.AdType.Startd, constraint, SLOT_ATTRS)
+        started = [c.get("DaemonStartTime") for c in
+                   coll.query(htcondor2.AdType.Collector, "true", ["DaemonStartTime"])]
+        info: Dict[str, dict] = {}
+        slot_ads = {}
+        for ad in ads:
+            iid = self._instance_of(ad)
+            if iid is None:
+                continue
+            n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
+                                      "startd": startd_name(ad.get("Name")),
+                                      "interruption": ""})
+            if isinstance(ad.get("CloudInterruption"), str):
+                n["interruption"] = ad["CloudInterruption"][:120] or "notice"
+            if (ad.get("Draining") is True or ad.get("State") == "Drained"
+                    or ad.eval("CloudRetiring") is True):
+                n["draining"] = True
+            if ad.get("State") == "Claimed":
+                n["busy"] += 1
+            elif not ad.get("DynamicSlot"):
+                n["cpus"] += _int(ad.get("Cpus"), 0)
+                n["memory"] += _int(ad.get("Memory"), 0)
+            if ad.get("PartitionableSlot") or iid not in slot_ads:
+                slot_ads[iid] = ad
+        self._slot_ads = slot_ads
+        nodes = {iid: NodeInfo(iid, n["busy"], n["cpus"], n["memory"], n["draining"],
+                               startd=n["startd"], interruption=n["interruption"])
+                 for iid, n in info.items()}
+        known = [t for t in started if isinstance(t, int)]
+        return nodes, (float(min(known)) if known else None)
+
+    def _instance_of(self, ad) -> Optional[str]:
+        """The cloud id of the instance behind a slot ad.  Matched on
+        ``CloudRequestID``, the id the provisioner chose and tagged, through the
+        listings; the id the VM learned (``CloudInstanceID``) is only a fallback,
+        since on EC2-compatible clouds it may be the cloud's internal UUID."""
+        request = ad.get("CloudRequestID")
+        if isinstance(request, str) and request in self._request_ids:
+            return self._request_ids[request]
+        if isinstance(request, str) and request in self.records:
+            return request  # providers whose ids are the request ids (local)
+        iid = ad.get("CloudInstanceID")
+        if not isinstance(iid, str):
+            return request if isinstance(request, str) else None
+        # A node that could not learn its cloud id advertises the request id.
+        return self._request_ids.get(iid, iid)
+
+    def listing(self, entry: str) -> Listing:
+        tags = dict(owner_tags(self.cfg.pool, self.cfg.name), **{TAG_ENTRY: entry})
+        try:
+            listing = Listing(True, tuple(self.providers[entry].list(tags)))
+        except ProviderError as err:
+            log.warning("Listing of provider entry %s failed (%s): %s", entry, err.kind,
+                        err.message)
+            return Listing(False)
+        except Exception as err:
+            log.exception("Listing of provider entry %s failed: %s", entry, err)
+            return Listing(False)
+        if self.housekeeping:
+            try:
+                self.providers[entry].housekeeping(tags)
+            except Exception as err:  # tidiness only: the listing stands
+                log.warning("Housekeeping of provider entry %s failed: %s", entry, err)
+        return listing
+
+    def listings(self) -> Dict[str, Listing]:
+        """Every entry's listing; also learns which cloud id each request got
+        (nodes that could not learn their cloud id advertise the request id).
+        Kept for instances still recorded or listed: a failed listing forgets none."""
+        listings = {e.name: self.listing(e.name) for e in self.cfg.entries}
+        listed = {i.id: i for listing in listings.values() for i in listing.instances}
+        self._request_ids = {req: iid for req, iid in self._request_ids.items()
+                             if iid in listed or iid in self.records}
+        self._request_ids.update((i.tags[TAG_REQUEST], iid) for iid, i in listed.items()
+                                 if TAG_REQUEST in i.tags)
+        return listings
+
+    def observe(self) -> ObservedState:
+        reached, (demand, running, failed) = self._observe("schedd(s)", self.schedds,
+                                                           ({}, {}, ["all"]))
+        listings = self.listings()
+        nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
+        evidence_ok, evidence = self._observe("join evidence (collector, schedd history)",
+                                              lambda: self.join_evidence(listings), {})
+        return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
+                             demand=demand, demand_ok=reached and not failed,
+                             running=running, listings=listings,
+                             nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
+                             outcomes=tuple(self.failures), requests=dict(self.requests),
+                             join_evidence=evidence, evidence_ok=evidence_ok)
+
+    def join_evidence(self, listings: Mapping[str, Listing]) -> Dict[str, str]:
+        """For the records that would count as boot failures: whether the pool
+        saw them join after all (a provisioner killed before it saved the join)."""
+        import htcondor2
+        wanted = evidence_wanted(self.records, listings)
+        if not wanted:
+            return {}
+        names = {iid: {iid} | {r for r, i in self._request_ids.items() if i == iid}
+                 for iid in wanted}
+        coll = self._collector()
+        since = min(self.records[iid].created for iid in wanted)
+        return join_evidence(coll, coll.locateAll(htcondor2.DaemonType.Schedd), names, since)

@@ -9,6 +9,10 @@ provisioner-state.json``), written atomically after every create, so a restart
 (even after SIGKILL) neither double-provisions nor orphans: anything missing
 from it is rebuilt from the provider's tags and the collector.
 
+The reads are in observe.py (``Observing``), the writes in act.py (``Acting``),
+the decisions in policy.py; this class holds the config, the remembered
+state, the admins' commands and the cycle.
+
 Run under condor_master (``DAEMON_LIST``), systemd, or by hand (daemon.py:
 signals, logs, exit codes); ``--once`` runs one cycle.  Logs go to stderr, or to
 ``$(CLOUD_PROVISIONER_LOG)`` (default ``$(LOG)/CloudProvisionerLog``) under the master.
@@ -17,8 +21,6 @@ signals, logs, exit codes); ``--once`` runs one cycle.  Logs go to stderr, or to
 from __future__ import annotations
 
 import logging
-import secrets
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -26,28 +28,22 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from .. import config as config_mod
-from ..config import EntryConfig, ProvisionerConfig
+from ..config import ProvisionerConfig
 from . import commands as commands_mod
-from .explain import Reasons, first_failure, never_cloud, unmatched_key
-from .policy import (INTERRUPTED, NODE_DRAINING, evidence_wanted, fold_launches,
-                     plan as plan_cycle)
+from .act import AD_TYPE, Acting
+from .explain import Reasons
+from .observe import Observing, template_ad
+from .policy import INTERRUPTED, NODE_DRAINING, plan as plan_cycle
 from ..providers import provider_class
-from ..providers.base import (TAG_ENTRY, TAG_REQUEST, Provider, ProviderError, instance_tags,
-                             owner_tags)
-from .observe import (SLOT_ATTRS, idle_shapes, join_evidence, running_hosts,  # noqa: F401
-                      startd_name, template_ad)
-from .state import (Create, Drain, Hold, InstanceRecord, JobGroup, Launched,
-                    LaunchFailed, Listing, NodeInfo, ObservedState, Phase, Plan, Terminate)
+from ..providers.base import Provider
+from .state import InstanceRecord, Phase, Plan
+from .statefile import STATE_VERSION, load_disabled, load_state, save_disabled, save_state
 
-__all__ = ["Provisioner", "main", "template_ad", "STATE_VERSION"]
+# Also re-exported from here: the state file and the ad type.
+__all__ = ["Provisioner", "main", "template_ad", "STATE_VERSION", "AD_TYPE", "load_state",
+           "save_state", "load_disabled"]
 
 log = logging.getLogger("condor_plugins.provisioning.provisioner")
-
-WORKER_AUTHZ = ("ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ")
-#: MyType of the provisioner's own ad in the collector.
-AD_TYPE = "CloudProvisioner"
-#: Evaluated by the startd in every slot ad: no drain if any slot is claimed.
-DRAIN_CHECK = 'State =!= "Claimed"'
 
 
 def _our_action(rec: InstanceRecord) -> bool:
@@ -56,20 +52,9 @@ def _our_action(rec: InstanceRecord) -> bool:
             and not rec.reason.startswith((INTERRUPTED, NODE_DRAINING)))
 
 
-def _int(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
-
-
-from .statefile import (STATE_VERSION, load_disabled, load_state,  # noqa: F401
-                        save_disabled, save_state)
-
-
 # ------------------------------------------------------------------ provisioner
 
-class Provisioner:
+class Provisioner(Observing, Acting):
     """One provisioner: its config, providers and remembered state."""
 
     def __init__(self, param: Optional[Mapping[str, str]] = None,
@@ -150,201 +135,6 @@ class Provisioner:
                  self.cfg.cycle_interval)
         return True
 
-    # ------------------------------------------------------------ observe
-    def _collector(self):
-        import htcondor2
-        return htcondor2.Collector(self.collector_host) if self.collector_host \
-            else htcondor2.Collector()
-
-    def _observe(self, what: str, fn, default):
-        try:
-            return True, fn()
-        except Exception as err:  # any failure: this source is unknown this cycle
-            log.warning("Observation of the %s failed: %s", what, str(err).splitlines()[0]
-                        if str(err) else type(err).__name__)
-            return False, default
-
-    def schedds(self):
-        """Demand per entry from every schedd that answers, running jobs per
-        startd name, and the names of the schedds that failed.
-
-        Idle jobs are grouped by shape and each shape is matched once against
-        the entry's template machine ad.  Fast path: count idle jobs per
-        autocluster (a cheap grouped query on integers) and take each
-        autocluster's significant attributes from the schedd's autocluster
-        table; jobs not yet in an autocluster (submitted since the last
-        negotiation) are read one by one if they are few, else everything is
-        grouped on the full job shape (slower at 100k jobs)."""
-        import htcondor2
-        schedds = self._collector().locateAll(htcondor2.DaemonType.Schedd)
-        if not schedds:
-            raise RuntimeError("no schedd in the collector")
-        shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
-        running: Dict[str, int] = {}
-        failed = []
-        unmatched: Dict[Tuple[str, str], int] = {}
-        for ad in schedds:
-            name = ad.get("Name") or "?"
-            try:
-                schedd = htcondor2.Schedd(ad)
-                rows = idle_shapes(schedd)
-                hosts = running_hosts(schedd)
-            except Exception as err:  # this schedd is unknown; the others count
-                failed.append(name)
-                # Once while it fails (then at debug level), and again when it recovers.
-                log.log(logging.DEBUG if name in self._failed_schedds else logging.WARNING,
-                        "Query of schedd %s failed: %s", name,
-                        str(err).splitlines()[0] if str(err) else type(err).__name__)
-                continue
-            for host, n in hosts.items():
-                running[host] = running.get(host, 0) + n
-            for row, count in rows:
-                shape = (max(1, _int(row.eval("RequestCpus"), 1)),
-                         max(0, _int(row.eval("RequestMemory"), 0)))
-                matched = False
-                for entry, template in self.templates.items():
-                    if count and template.matches(row):
-                        matched = True
-                        shapes[entry][shape] = shapes[entry].get(shape, 0) + count
-                if count and not matched:
-                    self._unmatched(row, count, unmatched)
-        demand = {entry: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
-                  for entry, by in shapes.items()}
-        for name in sorted(self._failed_schedds - set(failed)):
-            log.info("Query of schedd %s works again", name)
-        self._failed_schedds = set(failed)
-        if not failed:  # else unknown: keep what was said
-            self.unmatched.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
-                                   for (shape, why), n in sorted(unmatched.items())})
-        return demand, running, failed
-
-    def _unmatched(self, job, count: int, out: Dict[Tuple[str, str], int]) -> None:
-        """Count idle jobs no entry's template matches, by shape and by the
-        first clause that fails on each entry (jobs kept off cloud nodes on
-        purpose are not counted)."""
-        why = {entry: first_failure(job, template) for entry, template in self.templates.items()}
-        if never_cloud(why.values()):
-            return
-        key = (unmatched_key(job), "; ".join(f"{e} needs {c}" for e, c in why.items()))
-        out[key] = out.get(key, 0) + count
-
-    def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
-        """Idle jobs per entry (all schedds; raises if any failed)."""
-        demand, _, failed = self.schedds()
-        if failed:
-            raise RuntimeError(f"schedd(s) {', '.join(failed)} failed")
-        return demand
-
-    def nodes(self) -> Tuple[Dict[str, NodeInfo], Optional[float]]:
-        """The collector's view of our instances, and when the collector started."""
-        import classad2
-        import htcondor2
-        coll = self._collector()
-        constraint = f"CloudProvisioner == {classad2.quote(self.cfg.name)}"
-        ads = coll.query(htcondor2.AdType.Startd, constraint, SLOT_ATTRS)
-        started = [c.get("DaemonStartTime") for c in
-                   coll.query(htcondor2.AdType.Collector, "true", ["DaemonStartTime"])]
-        info: Dict[str, dict] = {}
-        slot_ads = {}
-        for ad in ads:
-            iid = self._instance_of(ad)
-            if iid is None:
-                continue
-            n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
-                                      "startd": startd_name(ad.get("Name")),
-                                      "interruption": ""})
-            if isinstance(ad.get("CloudInterruption"), str):
-                n["interruption"] = ad["CloudInterruption"][:120] or "notice"
-            if (ad.get("Draining") is True or ad.get("State") == "Drained"
-                    or ad.eval("CloudRetiring") is True):
-                n["draining"] = True
-            if ad.get("State") == "Claimed":
-                n["busy"] += 1
-            elif not ad.get("DynamicSlot"):
-                n["cpus"] += _int(ad.get("Cpus"), 0)
-                n["memory"] += _int(ad.get("Memory"), 0)
-            if ad.get("PartitionableSlot") or iid not in slot_ads:
-                slot_ads[iid] = ad
-        self._slot_ads = slot_ads
-        nodes = {iid: NodeInfo(iid, n["busy"], n["cpus"], n["memory"], n["draining"],
-                               startd=n["startd"], interruption=n["interruption"])
-                 for iid, n in info.items()}
-        known = [t for t in started if isinstance(t, int)]
-        return nodes, (float(min(known)) if known else None)
-
-    def _instance_of(self, ad) -> Optional[str]:
-        """The cloud id of the instance behind a slot ad.  Matched on
-        ``CloudRequestID``, the id the provisioner chose and tagged, through the
-        listings; the id the VM learned (``CloudInstanceID``) is only a fallback,
-        since on EC2-compatible clouds it may be the cloud's internal UUID."""
-        request = ad.get("CloudRequestID")
-        if isinstance(request, str) and request in self._request_ids:
-            return self._request_ids[request]
-        if isinstance(request, str) and request in self.records:
-            return request  # providers whose ids are the request ids (local)
-        iid = ad.get("CloudInstanceID")
-        if not isinstance(iid, str):
-            return request if isinstance(request, str) else None
-        # A node that could not learn its cloud id advertises the request id.
-        return self._request_ids.get(iid, iid)
-
-    def listing(self, entry: str) -> Listing:
-        tags = dict(owner_tags(self.cfg.pool, self.cfg.name), **{TAG_ENTRY: entry})
-        try:
-            listing = Listing(True, tuple(self.providers[entry].list(tags)))
-        except ProviderError as err:
-            log.warning("Listing of provider entry %s failed (%s): %s", entry, err.kind,
-                        err.message)
-            return Listing(False)
-        except Exception as err:
-            log.exception("Listing of provider entry %s failed: %s", entry, err)
-            return Listing(False)
-        if self.housekeeping:
-            try:
-                self.providers[entry].housekeeping(tags)
-            except Exception as err:  # tidiness only: the listing stands
-                log.warning("Housekeeping of provider entry %s failed: %s", entry, err)
-        return listing
-
-    def listings(self) -> Dict[str, Listing]:
-        """Every entry's listing; also learns which cloud id each request got
-        (nodes that could not learn their cloud id advertise the request id).
-        Kept for instances still recorded or listed: a failed listing forgets none."""
-        listings = {e.name: self.listing(e.name) for e in self.cfg.entries}
-        listed = {i.id: i for listing in listings.values() for i in listing.instances}
-        self._request_ids = {req: iid for req, iid in self._request_ids.items()
-                             if iid in listed or iid in self.records}
-        self._request_ids.update((i.tags[TAG_REQUEST], iid) for iid, i in listed.items()
-                                 if TAG_REQUEST in i.tags)
-        return listings
-
-    def observe(self) -> ObservedState:
-        reached, (demand, running, failed) = self._observe("schedd(s)", self.schedds,
-                                                           ({}, {}, ["all"]))
-        listings = self.listings()
-        nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
-        evidence_ok, evidence = self._observe("join evidence (collector, schedd history)",
-                                              lambda: self.join_evidence(listings), {})
-        return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
-                             demand=demand, demand_ok=reached and not failed,
-                             running=running, listings=listings,
-                             nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
-                             outcomes=tuple(self.failures), requests=dict(self.requests),
-                             join_evidence=evidence, evidence_ok=evidence_ok)
-
-    def join_evidence(self, listings: Mapping[str, Listing]) -> Dict[str, str]:
-        """For the records that would count as boot failures: whether the pool
-        saw them join after all (a provisioner killed before it saved the join)."""
-        import htcondor2
-        wanted = evidence_wanted(self.records, listings)
-        if not wanted:
-            return {}
-        names = {iid: {iid} | {r for r, i in self._request_ids.items() if i == iid}
-                 for iid in wanted}
-        coll = self._collector()
-        since = min(self.records[iid].created for iid in wanted)
-        return join_evidence(coll, coll.locateAll(htcondor2.DaemonType.Schedd), names, since)
-
     # ------------------------------------------------------------ levers
     def take_commands(self) -> None:
         """Apply the admins' ``condor_cloud`` commands (audited in the log)."""
@@ -379,135 +169,6 @@ class Provisioner:
         return replace(self.cfg, entries=tuple(
             replace(e, enabled=False) if e.name in self.disabled else e
             for e in self.cfg.entries))
-
-    # ------------------------------------------------------------ act
-    def save(self) -> None:
-        save_state(self.state_file, self.records, self.backoff, self.failures)
-
-    def mint_token(self, instance_id: str, authz_list=WORKER_AUTHZ) -> str:
-        """An IDTOKEN for one worker, signed with the pool key; never logged."""
-        args = ["condor_token_create", "-identity", f"{instance_id}@{self.token_domain}",
-                "-key", "POOL", "-lifetime", str(int(self.cfg.worker_token_lifetime))]
-        for authz in authz_list:
-            args += ["-authz", authz]
-        res = subprocess.run(args, capture_output=True, text=True, timeout=60)
-        if res.returncode != 0 or not res.stdout.strip():
-            first = (res.stderr.strip().splitlines() or ["no output"])[0]
-            raise RuntimeError(f"condor_token_create failed for {instance_id}: {first[:200]}")
-        return res.stdout.strip()
-
-    def user_data(self, entry: EntryConfig, instance_id: str,
-                  token: Optional[str] = None) -> str:
-        """The instance's cloud-init document (worker fragment, per-instance
-        knobs, CVMFS, SITECONF and its token): the same for every provider.
-        ``token``: use this one instead of minting the instance's own."""
-        from ..node.contextualize import context_from_config, render_user_data
-        # The worker token (root's, for the daemons) and a READ-only one for
-        # the node-control script, which runs as the condor user.
-        ctx = context_from_config(entry, self.param, instance_id,
-                                  token or self.mint_token(instance_id), provisioner=self.cfg.name,
-                                  control_token=self.mint_token(instance_id, ("READ",)))
-        return render_user_data(ctx)
-
-    def create(self, action: Create, now: float) -> None:
-        entry = self.cfg.entry(action.entry)
-        provider = self.providers[action.entry]
-        for _ in range(action.count):
-            iid = f"{entry.name.lower()}-{secrets.token_hex(4)}"
-            tags = instance_tags(self.cfg.pool, self.cfg.name, entry.name, iid)
-            try:
-                user_data = self.user_data(entry, iid)
-                started = provider.create(entry.spec(), 1, tags, user_data, iid)
-            except ProviderError as err:
-                self.failures.append(LaunchFailed(entry.name, err.kind, err.message))
-                self.incomplete.append(f"a create for entry {entry.name} failed")
-            except Exception as err:
-                self.incomplete.append(f"a create for entry {entry.name} failed")
-                log.exception("Create for entry %s failed", entry.name)
-                self.failures.append(LaunchFailed(entry.name, "error", str(err)[:200]))
-            else:
-                outcome = Launched(entry.name, tuple(started))
-                self.records = fold_launches(self.records, [outcome], now)
-                self.save()  # right away: a crash now must not forget the instance
-                log.info("Created %s (entry %s): %s",
-                         ", ".join(i.id for i in started) or "nothing", entry.name,
-                         action.reason)
-                continue
-            failed = self.failures[-1]
-            log.error("Create for entry %s failed (%s): %s", entry.name, failed.kind,
-                      failed.message)
-            self.save()
-            break
-
-    def drain(self, action: Drain, before: Optional[InstanceRecord], now: float) -> None:
-        """Graceful drain, which the startd itself refuses if any slot is claimed:
-        the collector's view may be older than a job that just started there."""
-        import htcondor2
-        ad = self._slot_ads.get(action.instance_id)
-        try:
-            if ad is None:
-                raise RuntimeError("no startd ad")
-            htcondor2.Startd(ad).drainJobs(htcondor2.DrainType.Graceful,
-                                           check_expr=DRAIN_CHECK,
-                                           reason=f"condor_cloud_provisioner: {action.reason}")
-        except Exception as err:
-            # Real VMs refuse it (they cannot verify us): the node retires by
-            # pulling our ad's CloudRetireRequests instead (node/control.py).
-            log.info("Retiring %s (entry %s) by pulling: %s; the startd refused a direct "
-                     "drain or could not be reached (%s)", action.instance_id, action.entry,
-                     action.reason,
-                     str(err).splitlines()[0] if str(err) else type(err).__name__)
-            return
-        log.info("Draining %s (entry %s): %s", action.instance_id, action.entry,
-                 action.reason)
-
-    def terminate(self, action: Terminate) -> None:
-        self.providers[action.entry].terminate([action.instance_id])
-        kind = (" as a failure" if action.failure else " as lost" if action.lost
-                else " (stopped)" if action.stopped else "")
-        if action.lost:
-            self.lost += 1
-        log.info("Terminated %s (entry %s)%s: %s", action.instance_id, action.entry, kind,
-                 action.reason)
-        self.withdraw_node_ads(action.instance_id)
-
-    def withdraw_node_ads(self, instance_id: str) -> None:
-        """A VM stopped, lost or killed mid-job never withdrew its ads: left in
-        the collector until CLASSAD_LIFETIME (15 min), they attract matches
-        that fail, and jobs wait while a new node idles."""
-        import classad2
-        ids = {instance_id} | {r for r, i in self._request_ids.items() if i == instance_id}
-        match = " || ".join(f"CloudRequestID == {classad2.quote(i)} || "
-                            f"CloudInstanceID == {classad2.quote(i)}" for i in sorted(ids))
-        for target, command in (("Machine", "INVALIDATE_STARTD_ADS"),
-                                ("DaemonMaster", "INVALIDATE_MASTER_ADS")):
-            query = classad2.ClassAd({"MyType": "Query", "TargetType": target})
-            query["Requirements"] = classad2.ExprTree(f"IsCloudNode is True && ({match})")
-            try:
-                self._collector().advertise([query], command)
-            except Exception as err:  # the ads then expire by themselves
-                log.debug("Withdrawing the ads of %s failed: %s", instance_id, err)
-
-    def act(self, plan: Plan, now: float, before: Mapping[str, InstanceRecord]) -> None:
-        holds = {}
-        for action in plan.actions:
-            try:
-                if isinstance(action, Create):
-                    self.create(action, now)
-                elif isinstance(action, Drain):
-                    self.drain(action, before.get(action.instance_id), now)
-                elif isinstance(action, Terminate):
-                    self.terminate(action)
-                elif isinstance(action, Hold):
-                    # Said once while it holds, and when it clears.
-                    holds[(action.entry, action.key or action.reason)] = action.reason
-            except ProviderError as err:
-                self.incomplete.append(f"{type(action).__name__} failed")
-                log.error("%s failed (%s): %s", type(action).__name__, err.kind, err.message)
-            except Exception:
-                self.incomplete.append(f"{type(action).__name__} failed")
-                log.exception("%s failed", action)
-        self.holds.update(holds)
 
     # ------------------------------------------------------------ cycle
     def cycle(self) -> bool:
@@ -577,63 +238,6 @@ class Provisioner:
             self._lock.close()
             return False
         return True
-
-    # ------------------------------------------------------------ advertise
-    def ad(self):
-        """The provisioner's own ClassAd (``condor_status -any``): counts per phase."""
-        import classad2
-        phases = {p: 0 for p in Phase}
-        for rec in self.records.values():
-            phases[rec.phase] += 1
-        ad = classad2.ClassAd({
-            "MyType": AD_TYPE, "Name": self.cfg.name, "CloudPool": self.cfg.pool,
-            "Machine": self.param.get("FULL_HOSTNAME") or "",
-            "CloudEntries": ", ".join(e.name for e in self.cfg.entries),
-            "NumInstances": sum(n for p, n in phases.items() if p is not Phase.GONE),
-            "CyclesTotal": self.cycles, "CyclesFailed": self.failed_cycles,
-            "InstancesLost": self.lost, "InstancesInterrupted": len(self.interrupted),
-            # Node control by pulling (condor_plugins.node.control): the request
-            # ids of the nodes to retire; LastCycleTime is the nodes' lease.
-            "CloudRetireRequests": " ".join(self.retire_requests()),
-            "LastCycleTime": int(self.last_cycle), "DaemonStartTime": int(self.started),
-            "CycleInterval": self.cfg.cycle_interval,
-            # A provisioner that stopped reporting disappears from the collector.
-            "ClassAdLifetime": max(60, 3 * self.cfg.cycle_interval),
-            "BackoffEntries": ", ".join(f"{n} ({b.failures} failure(s): {b.reason})"[:300]
-                                        for n, b in self.backoff.items()
-                                        if b.until > time.time()),
-            # Why no VM: the last cycle's holds and the idle jobs no entry can run.
-            "CloudHolds": self.holds.shown(), "CloudUnmatchedJobs": self.unmatched.shown(),
-            "CloudDisabledEntries": ", ".join(sorted(self.disabled))})
-        for phase, n in phases.items():
-            if phase is not Phase.GONE:
-                ad[f"Num{phase.value.capitalize()}"] = n
-        return ad
-
-    def retire_requests(self) -> List[str]:
-        """Request ids of the instances being retired (phase DRAINING)."""
-        draining = {iid for iid, rec in self.records.items() if rec.phase is Phase.DRAINING}
-        out = {req for req, iid in self._request_ids.items() if iid in draining}
-        mapped = set(self._request_ids.values())
-        out |= {iid for iid in draining if iid not in mapped}
-        return sorted(out)
-
-    def advertise(self) -> None:
-        try:
-            self._collector().advertise([self.ad()], "UPDATE_AD_GENERIC")
-        except Exception as err:  # visibility only: never fails a cycle
-            log.debug("Advertising to the collector failed: %s", err)
-
-    def invalidate(self) -> None:
-        import classad2
-        query = classad2.ClassAd({"MyType": "Query", "TargetType": AD_TYPE,
-                                  "Name": self.cfg.name})
-        query["Requirements"] = classad2.ExprTree(
-            f"TARGET.Name == {classad2.quote(self.cfg.name)}")
-        try:
-            self._collector().advertise([query], "INVALIDATE_ADS_GENERIC")
-        except Exception as err:
-            log.debug("Withdrawing our ad from the collector failed: %s", err)
 
     def close(self) -> None:
         for provider in self.providers.values():
