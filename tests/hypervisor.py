@@ -1,8 +1,9 @@
 """A test "hypervisor": boots what a cloud API says is running, from its user data.
 
 It plays the part of the cloud's compute hosts for end-to-end tests: it polls
-the cloud API (moto's EC2 server, the Nova emulator) like any client, reads
-each new instance's user data back through the API, and boots it as a VM
+the cloud API (moto's EC2 server; real Nova's admin API, in
+tests/openstack_plane.py) like any client, reads each new instance's user
+data back through the API, and boots it as a VM
 (dev/vmhost, through the sandbox's sudo rule): its own network namespace,
 host name, root user and filesystem overlay, real cloud-init and the
 distribution's HTCondor, configured by nothing but the image and the user
@@ -65,38 +66,6 @@ class EC2Api:
 
     def close(self) -> None:
         self.client.close()
-
-
-class NovaApi:
-    """The hypervisor's view of the Nova emulator (tests/nova_emulator.py): the
-    compute host's side, which sees each server's user data."""
-
-    def __init__(self, emulator, metadata: Optional[Mapping[str, str]] = None):
-        self.emulator = emulator
-        # Nova metadata keys cannot hold '/': the provider writes ':'.
-        self.metadata = {k.replace("/", ":"): v for k, v in (metadata or {}).items()}
-
-    def states(self) -> Dict[str, str]:
-        out = {}
-        for sid, status, meta, _ in self.emulator.servers_with_user_data():
-            if any(meta.get(k) != v for k, v in self.metadata.items()):
-                continue
-            deleting = (self.emulator.server(sid).get("task_state") == "deleting")
-            out[sid] = ("gone" if deleting or status not in ("BUILD", "ACTIVE") else
-                        "pending" if status == "BUILD" else "running")
-        return out
-
-    def user_data(self, sid: str) -> str:
-        for found, _, _, text in self.emulator.servers_with_user_data():
-            if found == sid:
-                return text or ""
-        return ""
-
-    def powered_off(self, sid: str) -> None:
-        self.emulator.set_status(sid, "SHUTOFF")  # Nova keeps a shut-off server
-
-    def close(self) -> None:
-        pass
 
 
 class VM:

@@ -53,7 +53,7 @@ USER_DATA_MAX = 65535  # base64 characters
 FAULT_NAMES = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
                405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
                429: "overLimit", 501: "notImplemented", 503: "serviceUnavailable"}
-MAX_MICROVERSION = "2.96"
+MAX_MICROVERSION = "2.51"   # below tags (2.52): those are tested on real Nova
 _ID_AFTER = re.compile(r"(/(?:servers|flavors|images|networks))/(?!detail\b)[^/]+")
 
 

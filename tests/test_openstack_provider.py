@@ -1,6 +1,9 @@
 """The ``openstack`` provider with the real python-novaclient and keystoneauth1, over HTTP,
-against ``nova_emulator`` (Keystone v3 + Nova v2.1 on 127.0.0.1). Failures the cloud would
-produce (quota, conflicts, 5xx, expired tokens, faults) are injected in the emulator."""
+against ``nova_emulator`` (Keystone v3 + Nova up to 2.51 on 127.0.0.1), for what real Nova
+cannot be made to do on demand: 5xx storms, lost responses, tokens that expire mid-cycle,
+capped pages, conflicts, and clouds that echo secrets. What real Nova does (tags, quota,
+scheduler errors, application credentials, deletes) is tested against it in
+test_openstack_e2e.py."""
 
 from __future__ import annotations
 
@@ -136,7 +139,7 @@ def test_create_with_flavor_image_network_key_user_data_and_metadata(make, cloud
     time.sleep(0.35)   # after the build: running, with an address and the tags mapped back
     listed = provider.list(owner_tags(POOL, prov))
     assert {i.state for i in listed} == {InstanceState.RUNNING}
-    assert all(i.address.startswith("10.0.") and i.tags == tags for i in listed)
+    assert all(i.tags == tags for i in listed)
 
 
 def test_ids_need_no_lookups(make, cloud, prov):
@@ -180,26 +183,6 @@ def test_condor_knobs_reach_the_provider(cloud, prov, tmp_path, monkeypatch):
         provider.close()
 
 
-def test_list_by_owner_metadata_only(make, cloud, prov):
-    provider = make()
-    mine = [provider.create(SPEC, 1, *args(prov))[0].id for _ in range(2)]
-    other = provider.create(SPEC, 1, *args(prov + "-other"))[0].id
-    cloud.add_server("someone-elses-vm", {"owner": "alice"})
-    cloud.add_server("condor-other-project", {"condor-plugins:pool": POOL,
-                                              "condor-plugins:provisioner": prov},
-                     project_id=uuid.uuid4().hex)
-
-    listed = provider.list(owner_tags(POOL, prov))
-
-    assert sorted(i.id for i in listed) == sorted(mine) and other not in {i.id for i in listed}
-    for inst in listed:
-        assert inst.state is InstanceState.RUNNING and inst.entry == "os1"
-        assert inst.tags[TAG_ENTRY] == "os1" and inst.launch_time and inst.address
-    by_entry = provider.list({**owner_tags(POOL, prov), TAG_ENTRY: "os1"})
-    assert sorted(i.id for i in by_entry) == sorted(mine)
-    assert provider.list({**owner_tags(POOL, prov), TAG_ENTRY: "elsewhere"}) == []
-
-
 def test_list_pages_through_many_servers(make, cloud, prov):
     provider = make()
     for _ in range(7):
@@ -228,18 +211,6 @@ def test_terminate_and_gone_servers(make, cloud, prov):
     assert {i.id for i in provider.list(owner_tags(POOL, prov))} == {b}   # gone, as in Nova
     provider.terminate([a])
     assert cloud.count(NovaEmulator.DELETE) >= 4
-
-
-def test_same_request_token_twice_creates_once(make, cloud, prov):
-    provider, restarted = make(), make()   # e.g. the provisioner after a crash
-    tags, token = request(prov)
-    before = cloud.count(NovaEmulator.CREATE)
-    first = provider.create(SPEC, 2, tags, USER_DATA, token)
-    again = restarted.create(SPEC, 2, tags, USER_DATA, token)
-    assert sorted(i.id for i in again) == sorted(i.id for i in first)
-    assert cloud.count(NovaEmulator.CREATE) == before + 1 and len(stored(cloud, token)) == 2
-    lookups = [url for method, url, _ in cloud.calls if f"name=condor-{token}" in url]
-    assert lookups   # the look-up uses Nova's name filter
 
 
 def test_lost_response_is_not_created_twice(make, cloud, prov):
@@ -271,18 +242,6 @@ def test_5xx_is_retried_then_transient(make, cloud, prov):
     assert provider.list(owner_tags(POOL, prov)) == []
 
 
-def test_error_servers_are_listed_as_error_with_their_fault(make, cloud, prov):
-    provider = make()
-    a, b = (provider.create(SPEC, 1, *args(prov))[0].id for _ in range(2))
-    cloud.set_error(a, "No valid host was found. There are not enough hosts available.")
-    cloud.set_status(b, "SHUTOFF")
-    listed = {i.id: i for i in provider.list(owner_tags(POOL, prov))}
-    assert listed[a].state is InstanceState.ERROR
-    assert listed[a].reason == ("Nova status ERROR: No valid host was found. There are not "
-                                "enough hosts available.")
-    assert listed[b].state is InstanceState.STOPPED and listed[b].reason == "Nova status SHUTOFF"
-
-
 @pytest.mark.parametrize("status, task, state", [
     ("BUILD", "scheduling", InstanceState.PENDING), ("ACTIVE", None, InstanceState.RUNNING),
     ("REBOOT", "rebooting", InstanceState.RUNNING), ("HARD_REBOOT", None, InstanceState.RUNNING),
@@ -309,17 +268,6 @@ def test_over_quota_is_a_quota_error(make, cloud, prov, status):
     with pytest.raises(QuotaError, match=f"HTTP {status}: Quota exceeded for instances"):
         provider.create(SPEC, 1, *args(prov))
     assert provider.list(owner_tags(POOL, prov)) == []
-
-
-def test_real_quota_gives_what_fits_then_quota_error(make, cloud, prov):
-    provider = make()
-    used = sum(cloud.server(s[0])["project_id"] == cloud.project_id
-               for s in cloud.servers_with_user_data())
-    cloud.quota_instances = used + 2
-    tags, token = request(prov)
-    assert len(provider.create(SPEC, 3, tags, USER_DATA, token)) == 2   # min_count 1
-    with pytest.raises(QuotaError, match="already used"):
-        provider.create(SPEC, 1, *args(prov))
 
 
 @pytest.mark.parametrize("status, message, error", [
@@ -380,9 +328,12 @@ def test_token_expiry_in_the_middle_of_a_cycle(make, cloud, prov):
                     ("GET", "/compute/v2.1/servers/detail", 200)]
 
 
-def test_unknown_region_and_unreachable_cloud(make, prov):
+def test_unknown_region_and_unreachable_cloud(make, prov, monkeypatch):
+    with pytest.raises(ConfigError, match="Region Nowhere is not a valid region name"):
+        make(REGION="Nowhere")   # the cloud names its regions (OS_REGION_NAME): at start
+    monkeypatch.delenv("OS_REGION_NAME")
     with pytest.raises(ProviderError, match="region 'Nowhere'.*CLOUD_PLUGINS_OS1_REGION"):
-        make(REGION="Nowhere").list(owner_tags(POOL, prov))
+        make(REGION="Nowhere").list(owner_tags(POOL, prov))   # found missing in the catalog
     with socket.socket() as sock:   # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -413,17 +364,16 @@ def test_bad_requests_are_refused_before_any_call(make, cloud, prov):
 def test_clouds_yaml_by_name_with_secure_yaml(cloud, prov, tmp_path, monkeypatch):
     document = cloud.clouds_yaml("site")
     password = document["clouds"]["site"]["auth"].pop("password")
-    config_dir = tmp_path / ".config" / "openstack"   # ~/.config/openstack (HOME is tmp_path)
-    config_dir.mkdir(parents=True)
-    write_clouds(config_dir / "clouds.yaml", document)
-    write_clouds(config_dir / "secure.yaml", {"clouds": {"site": {"auth": {"password": password}}}})
-    provider = OpenStackProvider("os1", {"CLOUD": "site"})
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", write_clouds(tmp_path / "clouds.yaml", document))
+    monkeypatch.setenv("OS_CLIENT_SECURE_FILE", write_clouds(
+        tmp_path / "secure.yaml", {"clouds": {"site": {"auth": {"password": password}}}}))
+    provider = OpenStackProvider("os1", {"CLOUD": "site", "API_VERSION": "2.1"})
     try:
         assert provider.list(owner_tags(POOL, prov)) == []
-        assert "site" in provider.source and str(config_dir) in provider.source
+        assert "site" in provider.source and str(tmp_path / "clouds.yaml") in provider.source
     finally:
         provider.close()
-    # ./clouds.yaml comes first; OS_CLOUD names the cloud when CLOUD is unset
+    # OS_CLOUD names the cloud when CLOUD is unset
     write_clouds(tmp_path / "clouds.yaml", cloud.clouds_yaml("local", application_credential=True))
     monkeypatch.setenv("OS_CLOUD", "local")
     provider = OpenStackProvider("os1", {})
@@ -432,31 +382,6 @@ def test_clouds_yaml_by_name_with_secure_yaml(cloud, prov, tmp_path, monkeypatch
         assert provider.source.startswith("cloud 'local'")
     finally:
         provider.close()
-
-
-@pytest.mark.parametrize("where", ["environment", "clouds.yaml"])
-def test_application_credentials(cloud, prov, tmp_path, monkeypatch, where):
-    if where == "environment":
-        for name, value in cloud.os_environ(application_credential=True).items():
-            monkeypatch.setenv(name, value)
-        settings = {}
-    else:
-        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", write_clouds(
-            tmp_path / "clouds.yaml", cloud.clouds_yaml("ac", application_credential=True)))
-        settings = {"CLOUD": "ac"}
-    provider = OpenStackProvider("os1", settings)
-    try:
-        tags, token = request(prov)
-        [inst] = provider.create(SPEC, 1, tags, USER_DATA, token)
-        assert [i.id for i in provider.list(owner_tags(POOL, prov))] == [inst.id]
-        provider.terminate([inst.id])
-    finally:
-        provider.close()
-    if where == "environment":   # a wrong secret: an auth error without the secret
-        monkeypatch.setenv("OS_APPLICATION_CREDENTIAL_SECRET", "not-the-secret-0123456789")
-        with pytest.raises(AuthError) as info:
-            OpenStackProvider("os1", {}).list(owner_tags(POOL, prov))
-        assert "not-the-secret" not in str(info.value)
 
 
 @pytest.mark.parametrize("settings, knob", [
@@ -473,21 +398,23 @@ def test_bad_settings_are_config_errors(cloud, tmp_path, monkeypatch, settings, 
 def test_missing_or_broken_configuration_is_a_config_error(cloud, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="no credentials: set CLOUD_PLUGINS_OS1_CLOUD"):
         OpenStackProvider("os1", {})
-    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_OS1_CLOUD = 'site': no clouds.yaml"):
+    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_OS1_CLOUD = 'site': .*Cloud site was not "
+                       "found"):
         OpenStackProvider("os1", {"CLOUD": "site"})
     broken = tmp_path / "clouds.yaml"
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(broken))
     broken.write_text(f"clouds:\n  site:\n    auth: {{password: {cloud.password}\n  bad: [\n")
-    with pytest.raises(ConfigError, match="cannot read .*clouds.yaml") as info:
+    with pytest.raises(ConfigError, match="CLOUD = 'site': .*clouds.yaml\", line 3") as info:
         OpenStackProvider("os1", {"CLOUD": "site"})
     assert cloud.password not in str(info.value)
     document = cloud.clouds_yaml("site")
     document["clouds"]["site"]["auth_type"] = "kerberos-magic"
     write_clouds(broken, document)
-    with pytest.raises(ConfigError, match="auth type 'kerberos-magic' is unknown"):
+    with pytest.raises(ConfigError, match="plugin kerberos-magic could not be found"):
         OpenStackProvider("os1", {"CLOUD": "site"})
     del document["clouds"]["site"]["auth"]["auth_url"], document["clouds"]["site"]["auth_type"]
     write_clouds(broken, document)
-    with pytest.raises(ConfigError, match="needs auth_url") as info:
+    with pytest.raises(ConfigError, match="not given: auth_url") as info:
         OpenStackProvider("os1", {"CLOUD": "site"})
     assert cloud.password not in str(info.value)
 

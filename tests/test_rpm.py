@@ -252,8 +252,8 @@ def test_metadata(rpmq):
     m = re.search(r"^%\{!\?cp_version:%global cp_version (\S+)\}$", SPEC.read_text(), re.M)
     assert m and m.group(1) == VERSION, "the spec's default version differs from setup.cfg"
     requires = rpmq("-R")
-    for req in ("condor >= 23", "python3-boto3", "python3-novaclient", "python3-condor >= 23",
-                "python3-pyyaml"):
+    for req in ("condor >= 23", "python3-boto3", "python3-novaclient", "python3-openstacksdk",
+                "python3-condor >= 23", "python3-pyyaml"):
         assert req in requires, requires
     scripts = rpmq("--scripts")
     for verb in ("preset", "disable --now", "try-restart"):

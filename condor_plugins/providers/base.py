@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Mapping, Optional, Sequence
 
@@ -29,8 +30,23 @@ __all__ = [
     "InstanceState", "InstanceSpec", "Instance", "Provider",
     "ProviderError", "CapacityError", "QuotaError", "AuthError", "TransientError",
     "TAG_POOL", "TAG_PROVISIONER", "TAG_ENTRY", "TAG_REQUEST",
-    "owner_tags", "instance_tags",
+    "owner_tags", "instance_tags", "scrub",
 ]
+
+_KEEP = re.compile(r"\b[0-9a-f]{8}(?:-?[0-9a-f]{4}){3}-?[0-9a-f]{12}\b"   # ids (UUIDs)
+                   r"|(?<![\w/+=.-])(?:/[\w.-]{1,31}){2,}", re.I)           # absolute paths
+_OPAQUE = re.compile(r"[A-Za-z0-9/+=_-]{32,}|eyJ[\w.-]{16,}")  # tokens, keys, base64, JWTs
+
+
+def scrub(text: str, secrets: Sequence[str] = ()) -> str:
+    """For a message: one short line without ``secrets`` or long opaque strings
+    (tokens, keys, base64), with ids (UUIDs) and file paths kept readable."""
+    for secret in (s for s in secrets if s and len(s) >= 6):
+        text = text.replace(secret, "[redacted]")
+    ids: List[str] = []
+    text = _KEEP.sub(lambda m: ids.append(m.group()) or f"\0{len(ids) - 1}\0", " ".join(text.split()))
+    text = re.sub(r"\0(\d+)\0", lambda m: ids[int(m.group(1))], _OPAQUE.sub("[redacted]", text))
+    return text if len(text) <= 200 else text[:197] + "..."
 
 #: Tag keys every instance carries.  Providers whose clouds restrict key
 #: characters (GCE labels: no '/') map them, but must map them back in ``list``.
@@ -129,6 +145,20 @@ class Provider(abc.ABC):
     def __init__(self, entry: str, settings: Mapping[str, str]):
         self.entry = entry
         self.settings = dict(settings)
+
+    def knob(self, name: str) -> str:
+        """The HTCondor knob of setting ``name`` (for messages)."""
+        return f"CLOUD_PLUGINS_{self.entry.upper()}_{name}"
+
+    def setting(self, name: str, kind: str, default: str):
+        """Setting ``name`` parsed as ``kind`` (config.PARSERS); a bad value is a
+        ConfigError naming the knob."""
+        from ..config import PARSERS, ConfigError
+        value = str(self.settings.get(name) or "").strip() or default
+        try:
+            return PARSERS[kind](value)
+        except ValueError as err:
+            raise ConfigError(f"{self.knob(name)} = {value!r}: {err}") from None
 
     @abc.abstractmethod
     def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
