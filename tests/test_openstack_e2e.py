@@ -80,7 +80,7 @@ def test_servers_boot_from_user_data_join_run_jobs_and_are_deleted(site, nova, t
     Nova; scale-down deletes every server."""
     pool, make = site
     prov = make()
-    hv = Hypervisor(RealNovaApi(nova, owned(prov))).start()
+    hv = Hypervisor(RealNovaApi(nova, owned(prov)), poll=1.0).start()
     log_start = len(nova.api_log())
     try:
         cluster = submit(pool, tmp_path, 3, 10)
@@ -149,7 +149,7 @@ def test_server_shut_off_by_itself_is_deleted_and_the_entry_bursts_again(site, n
     the bill) and held a MAX_INSTANCES slot: deleted at once, then a new burst."""
     pool, make = site
     prov = make(MAX_INSTANCES=1, IDLE_TIMEOUT=600)
-    hv = Hypervisor(RealNovaApi(nova, owned(prov))).start()
+    hv = Hypervisor(RealNovaApi(nova, owned(prov)), poll=1.0).start()
     try:
         first = submit(pool, tmp_path, 1, 1)
         proc = prov.start()
@@ -270,7 +270,7 @@ def test_provisioner_gone_every_server_shuts_off_within_the_lease(site, nova, tm
     # A lease of 20 s (EC2's test: 8 s): a cycle against real Nova under a
     # loaded CI machine can take seconds, and a late renewal retires the nodes.
     prov = make(IDLE_TIMEOUT=600, LEASE=20, IDLE_SHUTDOWN=600)
-    hv = Hypervisor(RealNovaApi(nova, owned(prov))).start()
+    hv = Hypervisor(RealNovaApi(nova, owned(prov)), poll=1.0).start()
     try:
         try:
             kill_mid_burst(pool, prov, hv, tmp_path)
