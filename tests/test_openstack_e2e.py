@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from condor_plugins.localpool import processes_using, wait_for
-from condor_plugins.providers.base import TAG_PROVISIONER, InstanceSpec
+from condor_plugins.providers.base import (TAG_PROVISIONER, InstanceSpec, InstanceState,
+                                           QuotaError, TransientError)
 from hypervisor import Hypervisor
 from openstack_plane import RealNovaApi, RealOpenStack
 from provtools import (VM_ADDRESS, ProvMaker, jobs_done, kill_mid_burst, node_of,
@@ -260,6 +261,44 @@ def test_listings_filter_by_tag_in_nova_and_fall_back_to_names_before_2_52(nova,
                  what="the servers deleted")
         new.close()
         old.close()
+
+
+def test_servers_a_quota_recheck_failed_are_listed_with_why_and_deleted(nova, monkeypatch):
+    """Two creates in a row at quota 1: Nova's API admits both, then its
+    conductor's quota recheck puts them in ERROR and drops their RequestSpecs.
+    At 2.96 Nova's lists then fail (HTTP 500), which would hide the entry's
+    servers; ``auto`` stops at 2.95, where they are listed with the reason."""
+    from condor_plugins.providers.openstack import OpenStackProvider
+    for key, value in nova.os_environ().items():
+        monkeypatch.setenv(key, value)
+    settings = {"CLOUD": "condor", "NETWORK": "none", "MAX_ATTEMPTS": "1"}
+    provider = OpenStackProvider(ENTRY, settings)
+    spec = InstanceSpec(ENTRY, "m1.small", "el9-condor-worker", 1, 2048, 0)
+    tags = {"condor-plugins/pool": "recheck", "condor-plugins/provisioner": "prov-recheck"}
+    nova.set_instances_quota(1)
+    try:
+        made = []
+        for token in ("recheck-1", "recheck-2"):
+            try:
+                made += provider.create(spec, 1, tags, "", token)
+            except QuotaError:
+                pass   # the API counted the first one
+        listed = wait_for(lambda: (lambda found: found if all(
+            i.state is not InstanceState.PENDING for i in found) else None)(provider.list(tags)),
+            60, interval=1, what="the servers built or failed")
+        assert {i.id for i in listed} == {i.id for i in made}
+        errors = [i for i in listed if i.state is InstanceState.ERROR]
+        assert errors, listed   # Nova 31 admitted both, then failed them
+        assert all("Quota exceeded" in i.reason for i in errors), errors
+        at_2_96 = OpenStackProvider(ENTRY, dict(settings, API_VERSION="2.96"))
+        with pytest.raises(TransientError, match="list servers failed: HTTP 500"):
+            at_2_96.list(tags)
+        at_2_96.close()
+    finally:
+        nova.set_instances_quota(10)
+        provider.terminate([i.id for i in provider.list(tags)])
+        wait_for(lambda: not provider.list(tags), 60, interval=1, what="the servers deleted")
+        provider.close()
 
 
 def test_provisioner_gone_every_server_shuts_off_within_the_lease(site, nova, tmp_path):

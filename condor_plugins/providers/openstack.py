@@ -1,9 +1,8 @@
 """The ``openstack`` provider: Nova servers via python-novaclient and keystoneauth1.
 
 Settings, credentials (clouds.yaml or OS_*, read by openstacksdk's loader) and what the
-servers look like: docs/knobs-openstack.md.  Nova ignores ``?metadata=``: listings filter
-by tags (2.52+) or name in Nova, then by metadata here.  A create first looks its request
-up, so a retried POST never boots twice.
+servers look like: docs/knobs-openstack.md.  A create first looks its request up, so a
+retried POST never boots twice.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from .base import (TAG_ENTRY, TAG_POOL, TAG_REQUEST, AuthError, CapacityError, I
 
 log = logging.getLogger(__name__)
 
-USER_DATA_MAX, PAGE_SIZE = 65535, 500
+USER_DATA_MAX, PAGE_SIZE, AUTO_MAX = 65535, 500, api_versions.APIVersion("2.95")
 _S = InstanceState
 STATES = {status: state for state, names in (
     (_S.PENDING, "BUILD REBUILD"), (_S.TERMINATED, "DELETED SOFT_DELETED"),
@@ -62,9 +61,8 @@ def to_instance(info: Mapping, entry: str) -> Instance:
             for k, v in (info.get("metadata") or {}).items()}
     status = str(info.get("status") or "").upper()
     state = _S.STOPPING if info.get("OS-EXT-STS:task_state") == "deleting" else STATES.get(status, _S.ERROR)
-    fault = (info.get("fault") or {}).get("message")
-    reason = "" if state not in (_S.ERROR, _S.STOPPED) else scrub(
-        f"Nova status {status or 'unknown'}" + (f": {fault}" if fault and state is _S.ERROR else ""))
+    reason = "" if state not in (_S.ERROR, _S.STOPPED) else scrub(f"Nova status {status or 'unknown'}" + (
+        f": {info['fault'].get('message')}" if info.get("fault") and state is _S.ERROR else ""))
     created = info.get("created")   # ISO 8601, "Z" for UTC
     launched = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() if created else None
     return Instance(info["id"], tags.get(TAG_ENTRY, entry), state, launched, tags, reason=reason)
@@ -151,8 +149,10 @@ class OpenStackProvider(Provider):
                                       session=self.conf.get_session(), region_name=self.region,
                                       endpoint_type=self.interface or "public",
                                       endpoint_override=self.endpoint_override)
-            if auto:   # the highest that both novaclient and the cloud speak
-                nova.api_version = api_versions.discover_version(nova, api_versions.APIVersion("2.latest"))
+            if auto:   # the highest both speak, up to 2.95: Nova 31's lists at 2.96 fail (HTTP 500)
+                # on a server whose RequestSpec a failed quota recheck deleted
+                nova.api_version = min(AUTO_MAX, api_versions.discover_version(
+                    nova, api_versions.APIVersion("2.latest")))
             self._nova = nova
         return self._nova
 
