@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-PORTS = 8   # dev/openstack uses port base .. base+7
+PORTS = 9   # dev/openstack uses port base .. base+8
 
 
 def _free(base: int) -> bool:

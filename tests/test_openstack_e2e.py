@@ -40,6 +40,15 @@ def nova(tmp_path_factory):
         yield plane.start()
     finally:
         plane.stop()
+        left = processes_using(str(plane.dir))
+        assert not left, f"dev/openstack stop left processes {left}"
+
+
+@pytest.fixture
+def os_env(nova, monkeypatch):
+    """The project's credentials in OS_*, for the providers a test makes itself."""
+    for key, value in nova.os_environ().items():
+        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture
@@ -171,7 +180,7 @@ def test_server_shut_off_by_itself_is_deleted_and_the_entry_bursts_again(site, n
         hv.stop()
 
 
-def test_real_over_quota_backs_off_and_touches_no_other_server(site, nova, tmp_path):
+def test_real_over_quota_backs_off_and_touches_no_other_server(site, nova, tmp_path, os_env):
     """The project is full (quota 1, one server of someone else's): the create
     gets Nova's real 403 and the entry backs off, with no POST per cycle and
     the other server untouched."""
@@ -181,12 +190,9 @@ def test_real_over_quota_backs_off_and_touches_no_other_server(site, nova, tmp_p
     nova.set_instances_quota(1)
     other = theirs = None
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in nova.os_environ().items():
-                mp.setenv(key, value)
-            other = OpenStackProvider(ENTRY, {"CLOUD": "condor", "NETWORK": "none"})
-            [theirs] = other.create(InstanceSpec(ENTRY, "m1.small", "el9-condor-worker", 1, 2048, 0),
-                                    1, {"condor-plugins/provisioner": "someone-else"}, "", "theirs-1")
+        other = OpenStackProvider(ENTRY, {"CLOUD": "condor", "NETWORK": "none"})
+        [theirs] = other.create(InstanceSpec(ENTRY, "m1.small", "el9-condor-worker", 1, 2048, 0),
+                                1, {"condor-plugins/provisioner": "someone-else"}, "", "theirs-1")
         log_start = len(nova.api_log())
         submit(pool, tmp_path, 2, 120)
         proc = prov.start()
@@ -227,13 +233,11 @@ def test_real_scheduler_error_is_terminated_as_a_failure(site, nova, tmp_path):
     assert prov.stop(proc) == 0
 
 
-def test_listings_filter_by_tag_in_nova_and_fall_back_to_names_before_2_52(nova, monkeypatch):
+def test_listings_filter_by_tag_in_nova_and_fall_back_to_names_before_2_52(nova, os_env):
     """From 2.52 servers carry Nova tags and listings ask Nova for them (plus
     the untagged servers of older versions); before, Nova filters by name, and
     the metadata filter keeps only ours either way."""
     from condor_plugins.providers.openstack import OpenStackProvider
-    for key, value in nova.os_environ().items():
-        monkeypatch.setenv(key, value)
     settings = {"CLOUD": "condor", "NETWORK": "none"}
     new = OpenStackProvider(ENTRY, settings)
     old = OpenStackProvider(ENTRY, dict(settings, API_VERSION="2.37"))   # before tags
@@ -263,14 +267,12 @@ def test_listings_filter_by_tag_in_nova_and_fall_back_to_names_before_2_52(nova,
         old.close()
 
 
-def test_servers_a_quota_recheck_failed_are_listed_with_why_and_deleted(nova, monkeypatch):
+def test_servers_a_quota_recheck_failed_are_listed_with_why_and_deleted(nova, os_env):
     """Two creates in a row at quota 1: Nova's API admits both, then its
     conductor's quota recheck puts them in ERROR and drops their RequestSpecs.
     At 2.96 Nova's lists then fail (HTTP 500), which would hide the entry's
     servers; ``auto`` stops at 2.95, where they are listed with the reason."""
     from condor_plugins.providers.openstack import OpenStackProvider
-    for key, value in nova.os_environ().items():
-        monkeypatch.setenv(key, value)
     settings = {"CLOUD": "condor", "NETWORK": "none", "MAX_ATTEMPTS": "1"}
     provider = OpenStackProvider(ENTRY, settings)
     spec = InstanceSpec(ENTRY, "m1.small", "el9-condor-worker", 1, 2048, 0)

@@ -1,8 +1,7 @@
 """The ``openstack`` provider: Nova servers via python-novaclient and keystoneauth1.
 
-Settings, credentials (clouds.yaml or OS_*, read by openstacksdk's loader) and what the
-servers look like: docs/knobs-openstack.md.  A create first looks its request up, so a
-retried POST never boots twice.
+Settings, credentials (clouds.yaml or OS_*, read by openstacksdk's loader) and what the servers
+look like: docs/knobs-openstack.md.  A create looks its request up first: a retry never boots twice.
 """
 
 from __future__ import annotations
@@ -149,8 +148,7 @@ class OpenStackProvider(Provider):
                                       session=self.conf.get_session(), region_name=self.region,
                                       endpoint_type=self.interface or "public",
                                       endpoint_override=self.endpoint_override)
-            if auto:   # the highest both speak, up to 2.95: Nova 31's lists at 2.96 fail (HTTP 500)
-                # on a server whose RequestSpec a failed quota recheck deleted
+            if auto:   # the highest both speak, up to AUTO_MAX (docs/knobs-openstack.md)
                 nova.api_version = min(AUTO_MAX, api_versions.discover_version(
                     nova, api_versions.APIVersion("2.latest")))
             self._nova = nova
@@ -247,4 +245,6 @@ class OpenStackProvider(Provider):
             raise errors[0]
 
     def close(self) -> None:   # the session's connections (it reconnects when used)
-        self._nova = self._nova and self.conf.get_session().session.close()
+        if self._nova is not None:
+            self.conf.get_session().session.close()
+            self._nova = None
