@@ -9,7 +9,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from .state import JobGroup
 
-__all__ = ["nodes_needed"]
+__all__ = ["nodes_needed", "bins_of", "per_node", "fill", "open_nodes"]
 
 Capacity = Tuple[int, int]  # free (cpus, memory MB) of one node
 
@@ -30,40 +30,69 @@ def nodes_needed(groups: Iterable[JobGroup], cpus: int, memory_mb: int,
     capacity ``free`` of existing or booting nodes is used.  Jobs larger than
     a node are ignored.  Stops counting at ``limit``."""
     node: Capacity = (cpus, memory_mb)
-    bins: Dict[Capacity, int] = {}  # free capacity -> number of nodes with it
-    for cap in free:
-        if cap[0] > 0:
-            bins[cap] = bins.get(cap, 0) + 1
+    bins = bins_of(free)
     new = 0
     shapes = sorted(((max(1, g.cpus), max(0, g.memory_mb), g.count) for g in groups
                      if g.count > 0), reverse=True)
     for job_cpus, job_memory, count in shapes:
         job = (job_cpus, job_memory)
-        per_node = _fits(node, job)
-        if per_node == 0:
+        if _fits(node, job) == 0:
             continue
-        # First fit into existing free capacity, largest first (deterministic).
-        for cap in sorted(bins, reverse=True):
-            k = _fits(cap, job)
-            if count == 0 or k == 0:
-                continue
-            n = bins.pop(cap)
-            whole = min(n, count // k)
-            count -= whole * k
-            _add(bins, _after(cap, job, k), whole)
-            partial = 1 if whole < n and count > 0 else 0
-            if partial:
-                _add(bins, _after(cap, job, count), 1)
-                count = 0
-            _add(bins, cap, n - whole - partial)
-        full, rest = divmod(count, per_node)
-        new += full + (1 if rest else 0)
-        _add(bins, _after(node, job, per_node), full)
-        if rest:
-            _add(bins, _after(node, job, rest), 1)
+        opened, _ = open_nodes(bins, node, job, fill(bins, job, count))
+        new += opened
         if limit is not None and new >= limit:
             return limit
     return new
+
+
+def bins_of(free: Iterable[Capacity]) -> Dict[Capacity, int]:
+    """Free capacities as bins (capacity -> number of nodes with it)."""
+    bins: Dict[Capacity, int] = {}
+    for cap in free:
+        _add(bins, cap, 1)
+    return bins
+
+
+def per_node(node: Capacity, job: Capacity) -> int:
+    """How many jobs of shape ``job`` an empty ``node`` takes."""
+    return _fits(node, (max(1, job[0]), max(0, job[1])))
+
+
+def fill(bins: Dict[Capacity, int], job: Capacity, count: int) -> int:
+    """Place up to ``count`` jobs of shape ``job`` into ``bins`` (first fit,
+    largest first, deterministic); returns how many are left."""
+    for cap in sorted(bins, reverse=True):
+        k = _fits(cap, job)
+        if count == 0 or k == 0:
+            continue
+        n = bins.pop(cap)
+        whole = min(n, count // k)
+        count -= whole * k
+        _add(bins, _after(cap, job, k), whole)
+        partial = 1 if whole < n and count > 0 else 0
+        if partial:
+            _add(bins, _after(cap, job, count), 1)
+            count = 0
+        _add(bins, cap, n - whole - partial)
+    return count
+
+
+def open_nodes(bins: Dict[Capacity, int], node: Capacity, job: Capacity, count: int,
+               most: Optional[int] = None) -> Tuple[int, int]:
+    """Open new ``node``s for ``count`` jobs of shape ``job`` (at most ``most``
+    of them), their leftovers added to ``bins``: (nodes opened, jobs left)."""
+    k = _fits(node, job)
+    if k == 0 or count <= 0:
+        return 0, max(0, count)
+    nodes = -(-count // k)
+    if most is not None:
+        nodes = max(0, min(nodes, most))
+    served = min(count, nodes * k)
+    full, rest = divmod(served, k)
+    _add(bins, _after(node, job, k), full)
+    if rest:
+        _add(bins, _after(node, job, rest), 1)
+    return nodes, count - served
 
 
 def _add(bins: Dict[Capacity, int], cap: Capacity, n: int) -> None:
