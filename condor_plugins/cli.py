@@ -81,6 +81,7 @@ def collect(param=None, now: float | None = None) -> dict:
     """The status as plain data (also the --json output).  Reads only."""
     from .providers.base import InstanceState
     from .provisioning.provisioner import Provisioner, load_disabled
+    from .provisioning.scaleup import spend_per_hour
     now = time.time() if now is None else now
     prov = Provisioner(param)
     prov.housekeeping = False  # status only looks: it never changes anything
@@ -133,13 +134,18 @@ def collect(param=None, now: float | None = None) -> dict:
                            "remaining_s": round(max(0.0, b.until - now)), "reason": b.reason}
                    for entry, b in sorted(prov.backoff.items()) if b.failures}
         disabled = sorted(load_disabled(prov.state_file))
+        spend = spend_per_hour(prov.records.values(), prov.cfg)
         status = {
             "schema_version": SCHEMA_VERSION,
             "provisioner": prov.cfg.name, "pool": prov.cfg.pool, "time": _iso(now),
             "entries": {e.name: {"type": e.type, "max_instances": e.max_instances,
                                  "listing_ok": listings[e.name].ok,
-                                 "enabled": e.enabled and e.name not in disabled}
+                                 "enabled": e.enabled and e.name not in disabled,
+                                 "priority": e.priority, "cost_per_hour": e.cost_per_hour,
+                                 "spend_per_hour": spend[e.name]}
                         for e in prov.cfg.entries},
+            "spend_per_hour": round(sum(spend.values()), 6),
+            "budget_per_hour": prov.cfg.budget_per_hour,
             "collector_ok": nodes_ok, "instances": rows, "backoff": backoff,
             "daemon": {k: v for k, v in daemon.items() if k not in ("holds", "unmatched_jobs")},
             "holds": daemon["holds"], "unmatched_jobs": daemon["unmatched_jobs"],
@@ -216,6 +222,11 @@ def render(status: dict) -> str:
              f"{len(status['instances'])} instance(s); {alive}"]
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    if status.get("spend_per_hour") or status.get("budget_per_hour") is not None:
+        budget = status.get("budget_per_hour")
+        lines.append(f"Spend {status['spend_per_hour']:g}/h" + (
+            f" of a budget of {budget:g}/h" if budget is not None else "") + " (" + ", ".join(
+            f"{e} {v['spend_per_hour']:g}/h" for e, v in status["entries"].items()) + ")")
     for entry, b in status["backoff"].items():
         if b["remaining_s"] > 0:
             lines.append(f"Backoff {entry}: {b['failures']} failure(s), no new instance for "

@@ -64,7 +64,20 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("ENABLED", "true", "bool", "False: start no new instance for this entry; "
          "existing ones still retire normally.", ENTRY),
     Knob("MAX_INSTANCES", "10", "int", "Most instances of an entry that may exist at once "
-         "(any state but gone).", ENTRY, 0),
+         "(any state but gone). Set without an entry (CLOUD_PLUGINS_MAX_INSTANCES), it is "
+         "also the cap over all entries together; unset, there is no such cap.", ENTRY, 0),
+    Knob("MAX_CORES", "", "limit", "Most cores over all entries' instances together "
+         "(any state but gone). Empty: no cap."),
+    Knob("BUDGET_PER_HOUR", "", "rate", "Most spend per hour over all entries: the sum of "
+         "COST_PER_HOUR of every instance (any state but gone). No create exceeds it. "
+         "Empty: no budget.", minimum=0),
+    Knob("PRIORITY", "0", "int", "Order in which entries get idle jobs: lower first; "
+         "among equal priorities, the lowest cost per job-hour first (COST_PER_HOUR over "
+         "the jobs one instance takes). Jobs spill to the next entry when one is at its "
+         "limits, disabled or backing off.", ENTRY),
+    Knob("COST_PER_HOUR", "0", "float", "What one instance of the entry costs per hour, in "
+         "the site's currency (counted against BUDGET_PER_HOUR, shown by condor_cloud "
+         "status).", ENTRY, 0),
     Knob("MAX_BOOTING", "4", "int", "Most instances of an entry requested or booting at "
          "once.", ENTRY, 0),
     Knob("CPUS", "4", "int", "Cores of one instance (partitionable slot size).", ENTRY, 1),
@@ -135,6 +148,14 @@ def _parse_duration(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _parse_limit(text: str) -> Optional[int]:
+    return None if text.lower() in ("", "none", "unlimited") else _parse_int(text)
+
+
+def _parse_rate(text: str) -> Optional[float]:
+    return None if text.lower() in ("", "none", "unlimited") else _parse_float(text)
+
+
 def _parse_list(text: str) -> Tuple[str, ...]:
     return tuple(w for w in re.split(r"[\s,]+", text) if w)
 
@@ -142,6 +163,7 @@ def _parse_list(text: str) -> Tuple[str, ...]:
 PARSERS: Dict[str, Callable[[str], object]] = {
     "int": _parse_int, "float": _parse_float, "bool": _parse_bool,
     "duration": _parse_duration, "list": _parse_list, "str": str,
+    "limit": _parse_limit, "rate": _parse_rate,
 }
 
 
@@ -157,6 +179,8 @@ class EntryConfig:
     enabled: bool
     max_instances: int
     max_booting: int
+    priority: int
+    cost_per_hour: float
     cpus: int
     memory_mb: int
     disk_mb: int
@@ -184,6 +208,10 @@ class ProvisionerConfig:
     collector_grace: int
     entries: Tuple[EntryConfig, ...]
     worker_token_lifetime: int = 7 * 86400
+    #: Caps over all entries together (None: no cap).
+    max_instances: Optional[int] = None
+    max_cores: Optional[int] = None
+    budget_per_hour: Optional[float] = None
 
     def entry(self, name: str) -> Optional[EntryConfig]:
         return next((e for e in self.entries if e.name == name), None)
@@ -221,7 +249,7 @@ def _parse(knob: Knob, name: str, text: str):
         value = PARSERS[knob.type](text)
     except ValueError as err:
         raise ConfigError(f"{name} = {text!r}: {err}") from None
-    if knob.minimum is not None and value < knob.minimum:
+    if knob.minimum is not None and value is not None and value < knob.minimum:
         raise ConfigError(f"{name} = {text!r}: must be at least {knob.minimum:g}")
     return value
 
@@ -276,7 +304,17 @@ def load(param: Mapping[str, str]) -> ProvisionerConfig:
         cycle_interval=_value(param, _BY_NAME["CYCLE_INTERVAL"]),
         collector_grace=_value(param, _BY_NAME["COLLECTOR_GRACE"]),
         entries=entries,
-        worker_token_lifetime=_value(param, _BY_NAME["WORKER_TOKEN_LIFETIME"]))
+        worker_token_lifetime=_value(param, _BY_NAME["WORKER_TOKEN_LIFETIME"]),
+        max_instances=_global_max_instances(param),
+        max_cores=_value(param, _BY_NAME["MAX_CORES"]),
+        budget_per_hour=_value(param, _BY_NAME["BUDGET_PER_HOUR"]))
+
+
+def _global_max_instances(param: Mapping[str, str]) -> Optional[int]:
+    """CLOUD_PLUGINS_MAX_INSTANCES, when set, also caps all entries together."""
+    name = PREFIX + "MAX_INSTANCES"
+    text = _raw(param, name)
+    return None if text is None else _parse(_BY_NAME["MAX_INSTANCES"], name, text)
 
 
 # ------------------------------------------------------------------ typos
@@ -358,7 +396,8 @@ def knobs_markdown() -> str:
         "Scope *entry*: `CLOUD_PLUGINS_<ENTRY>_<KNOB>`, else `CLOUD_PLUGINS_<KNOB>`, else",
         "the default. Scope *entry-only*: no global fallback. Any other",
         "`CLOUD_PLUGINS_<ENTRY>_<NAME>` is a setting of the entry's provider.",
-        "Durations are seconds, or a number with `s`, `m`, `h` or `d`.",
+        "Durations are seconds, or a number with `s`, `m`, `h` or `d`. Types *limit*",
+        "(an integer) and *rate* (a number) may be empty, `none` or `unlimited`: no cap.",
         "An empty value counts as unset.",
         "",
         "| Knob | Scope | Type | Default | Description |",

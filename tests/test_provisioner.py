@@ -370,8 +370,10 @@ def test_one_unreachable_schedd_holds_only_what_depends_on_it(condor, request, t
     make = ProvMaker(pool, condor.base, request.node.name)
     try:
         prov = make(MAX_INSTANCES=1)
-        # A second entry whose nodes report to a dead collector: they never join.
-        prov.add_entry("local2", JOIN_TIMEOUT=10, BACKOFF_INITIAL=3600,
+        # A second entry, preferred, whose nodes report to a dead collector:
+        # they never join, so after JOIN_TIMEOUT it backs off and the job
+        # spills to local1 (one allocation across entries, issue 15).
+        prov.add_entry("local2", JOIN_TIMEOUT=10, BACKOFF_INITIAL=3600, PRIORITY=-1,
                        WORKER_CENTRAL_MANAGER=f"127.0.0.1:{_dead_port()}")
         schedd = pool.schedd()  # the real one, found before the ghost is advertised
         cluster = submit(pool, tmp_path, 1, 60, cpus=2)
@@ -380,7 +382,6 @@ def test_one_unreachable_schedd_holds_only_what_depends_on_it(condor, request, t
         assert len(pool.collector().locateAll(htcondor2.DaemonType.Schedd)) == 2
         proc = prov.start()
         t0 = time.monotonic()
-        # Both entries see the job: each creates one instance.
         never = watch(prov, lambda: prov.instances("local2"), 60, "the local2 instance",
                       cap=1)[0]
         watch(prov, lambda: "did not join the pool within 10s" in prov.log_text(), 60,

@@ -14,6 +14,7 @@ from typing import List, Mapping, Optional
 from ..config import EntryConfig
 from ..providers.base import ProviderError, instance_tags
 from .policy import fold_launches
+from .scaleup import spend_per_hour
 from .state import (Create, Drain, Hold, InstanceRecord, Launched, LaunchFailed, Phase, Plan,
                     Terminate)
 from .statefile import save_state
@@ -188,6 +189,12 @@ class Acting:
             # Why no VM: the last cycle's holds and the idle jobs no entry can run.
             "CloudHolds": self.holds.shown(), "CloudUnmatchedJobs": self.unmatched.shown(),
             "CloudDisabledEntries": ", ".join(sorted(self.disabled))})
+        # The spend rate (COST_PER_HOUR of every instance not gone), in total and per entry.
+        spend = spend_per_hour(self.records.values(), self.cfg)
+        ad["CloudSpendPerHour"] = round(sum(spend.values()), 6)
+        ad["CloudSpendPerHourByEntry"] = ", ".join(f"{e} {v:g}" for e, v in spend.items())
+        if self.cfg.budget_per_hour is not None:
+            ad["CloudBudgetPerHour"] = self.cfg.budget_per_hour
         for phase, n in phases.items():
             if phase is not Phase.GONE:
                 ad[f"Num{phase.value.capitalize()}"] = n

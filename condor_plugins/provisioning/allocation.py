@@ -26,17 +26,9 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .packing import Capacity, bins_of, fill, open_nodes, per_node
+from .state import Demand
 
 __all__ = ["Demand", "Offer", "Limits", "Grant", "Allocation", "allocate"]
-
-
-@dataclass(frozen=True)
-class Demand:
-    """``count`` idle jobs of one shape, and the entries whose template matched them."""
-    count: int
-    cpus: int
-    memory_mb: int
-    entries: Tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -74,6 +66,8 @@ class Allocation:
     wanted: Mapping[str, int] = field(default_factory=dict)    # nodes each entry was asked for
     limited: Mapping[str, str] = field(default_factory=dict)   # entry -> why it got fewer
     unserved: Tuple[Tuple[Demand, int, str], ...] = ()         # group, jobs left, why
+    asked: Mapping[str, int] = field(default_factory=dict)     # jobs that wanted its nodes
+    spilled: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)  # from which entries
 
     def nodes(self, entry: str) -> int:
         return next((g.nodes for g in self.grants if g.entry == entry), 0)
@@ -127,6 +121,8 @@ def allocate(demand: Iterable[Demand], offers: Iterable[Offer],
     wanted: Dict[str, int] = {}
     limited: Dict[str, str] = {}
     unserved: List[Tuple[Demand, int, str]] = []
+    asked: Dict[str, int] = {}
+    spilled: Dict[str, set] = {}
     for group in groups:
         job = (max(1, group.cpus), max(0, group.memory_mb))
         eligible = sorted((by_name[e] for e in set(group.entries) if e in by_name
@@ -140,13 +136,16 @@ def allocate(demand: Iterable[Demand], offers: Iterable[Offer],
         left = group.count
         for offer in eligible:   # what exists, and what this cycle already opened
             left = fill(bins[offer.name], job, left)
-        why = ""
+        why, passed = "", []
         for offer in eligible:   # then new nodes, best entry first
             if left == 0:
                 break
             node = (offer.cpus, offer.memory_mb)
             need = -(-left // per_node(node, job))
             wanted[offer.name] = wanted.get(offer.name, 0) + need
+            asked[offer.name] = asked.get(offer.name, 0) + left
+            if passed:
+                spilled.setdefault(offer.name, set()).update(passed)
             cap, cap_why = budget.most(offer)
             most = min(room[offer.name], cap)
             if offer.blocked or most < need:
@@ -159,10 +158,13 @@ def allocate(demand: Iterable[Demand], offers: Iterable[Offer],
                 jobs[offer.name] = jobs.get(offer.name, 0) + left - rest
                 room[offer.name] -= opened
                 budget.take(offer, opened)
+            if rest:
+                passed.append(offer.name)
             left = rest
         if left:
             unserved.append((group, left, f"every matching entry is limited (last: {why})"))
     grants = tuple(Grant(name, n, jobs[name], round(n * by_name[name].cost_per_hour, 6))
                    for name, n in sorted(nodes.items()) if n > 0)
     return Allocation(grants, dict(sorted(wanted.items())), dict(sorted(limited.items())),
-                      tuple(unserved))
+                      tuple(unserved), dict(sorted(asked.items())),
+                      {k: tuple(sorted(v)) for k, v in sorted(spilled.items())})

@@ -12,12 +12,12 @@ from ..config import EntryConfig, ProvisionerConfig
 from ..providers.base import TAG_ENTRY, TAG_REQUEST, ProviderError, owner_tags
 from .explain import first_failure, never_cloud, unmatched_key
 from .policy import evidence_wanted
-from .state import JobGroup, Listing, NodeInfo, ObservedState
+from .state import Demand, JobGroup, Listing, NodeInfo, ObservedState
 
 log = logging.getLogger("condor_plugins.provisioning.provisioner")
 
 __all__ = ["Observing", "GROUP_BY", "UNCLUSTERED_ONE_BY_ONE", "NOT_ON_NODES", "SLOT_ATTRS", "template_ad",
-           "startd_name", "running_hosts", "idle_shapes", "join_evidence"]
+           "startd_name", "running_hosts", "idle_shapes", "join_evidence", "per_entry"]
 
 #: Job attributes the schedd groups idle jobs by (it adds what they reference).
 GROUP_BY = ["JobStatus", "JobUniverse", "RequestCpus", "RequestMemory", "RequestDisk",
@@ -115,6 +115,18 @@ def idle_shapes(schedd):
     return out
 
 
+def per_entry(jobs: Iterable[Demand], entries: Iterable[str]) -> Dict[str, Tuple[JobGroup, ...]]:
+    """Every idle job group each entry matched (a job may count for several:
+    what a node of that entry could run, not what it will be started for)."""
+    by: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in entries}
+    for g in jobs:
+        for e in g.entries:
+            shape = (g.cpus, g.memory_mb)
+            by.setdefault(e, {})[shape] = by.get(e, {}).get(shape, 0) + g.count
+    return {e: tuple(JobGroup(n, c, m) for (c, m), n in sorted(shapes.items()))
+            for e, shapes in by.items()}
+
+
 def _id_list(ids: Iterable[str]) -> str:
     import classad2
     return "{" + ", ".join(classad2.quote(i) for i in sorted(ids)) + "}"
@@ -198,7 +210,7 @@ class Observing:
         schedds = self._collector().locateAll(htcondor2.DaemonType.Schedd)
         if not schedds:
             raise RuntimeError("no schedd in the collector")
-        shapes: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in self.templates}
+        groups: Dict[Tuple[int, int, Tuple[str, ...]], int] = {}
         running: Dict[str, int] = {}
         failed = []
         unmatched: Dict[Tuple[str, str], int] = {}
@@ -220,22 +232,22 @@ class Observing:
             for row, count in rows:
                 shape = (max(1, _int(row.eval("RequestCpus"), 1)),
                          max(0, _int(row.eval("RequestMemory"), 0)))
-                matched = False
-                for entry, template in self.templates.items():
-                    if count and template.matches(row):
-                        matched = True
-                        shapes[entry][shape] = shapes[entry].get(shape, 0) + count
-                if count and not matched:
+                if not count:
+                    continue
+                matched = tuple(e for e, t in self.templates.items() if t.matches(row))
+                if matched:
+                    key = shape + (matched,)
+                    groups[key] = groups.get(key, 0) + count
+                else:
                     self._unmatched(row, count, unmatched)
-        demand = {entry: tuple(JobGroup(n, c, m) for (c, m), n in sorted(by.items()))
-                  for entry, by in shapes.items()}
+        jobs = tuple(Demand(n, c, m, entries) for (c, m, entries), n in sorted(groups.items()))
         for name in sorted(self._failed_schedds - set(failed)):
             log.info("Query of schedd %s works again", name)
         self._failed_schedds = set(failed)
         if not failed:  # else unknown: keep what was said
             self.unmatched.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
                                    for (shape, why), n in sorted(unmatched.items())})
-        return demand, running, failed
+        return jobs, running, failed
 
     def _unmatched(self, job, count: int, out: Dict[Tuple[str, str], int]) -> None:
         """Count idle jobs no entry's template matches, by shape and by the
@@ -249,10 +261,10 @@ class Observing:
 
     def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
         """Idle jobs per entry (all schedds; raises if any failed)."""
-        demand, _, failed = self.schedds()
+        jobs, _, failed = self.schedds()
         if failed:
             raise RuntimeError(f"schedd(s) {', '.join(failed)} failed")
-        return demand
+        return per_entry(jobs, self.templates)
 
     def nodes(self) -> Tuple[Dict[str, NodeInfo], Optional[float]]:
         """The collector's view of our instances, and when the collector started."""
@@ -338,14 +350,15 @@ class Observing:
         return listings
 
     def observe(self) -> ObservedState:
-        reached, (demand, running, failed) = self._observe("schedd(s)", self.schedds,
-                                                           ({}, {}, ["all"]))
+        reached, (jobs, running, failed) = self._observe("schedd(s)", self.schedds,
+                                                         ((), {}, ["all"]))
         listings = self.listings()
         nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
         evidence_ok, evidence = self._observe("join evidence (collector, schedd history)",
                                               lambda: self.join_evidence(listings), {})
         return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
-                             demand=demand, demand_ok=reached and not failed,
+                             demand=per_entry(jobs, self.templates), jobs=jobs,
+                             demand_ok=reached and not failed,
                              running=running, listings=listings,
                              nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
                              outcomes=tuple(self.failures), requests=dict(self.requests),

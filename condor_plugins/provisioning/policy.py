@@ -44,9 +44,9 @@ from dataclasses import replace
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from ..config import EntryConfig, ProvisionerConfig
-from .packing import nodes_needed
+from .scaleup import scale_up
 from ..providers.base import InstanceState
-from .state import (ACTIVE_PHASES, BOOTING_PHASES, Action, Backoff, Create, Drain, Hold,
+from .state import (BOOTING_PHASES, Action, Backoff, Drain, Hold,
                     InstanceRecord, Launched, LaunchFailed, Listing, NodeInfo, ObservedState,
                     Outcome, Phase, Plan, Terminate)
 
@@ -122,6 +122,7 @@ class _Cycle:
         self.records: Dict[str, InstanceRecord] = {}
         self.failures: Dict[str, List[str]] = {}
         self.joined_entries = set()
+        self.allocation = None
 
     def run(self) -> Plan:
         if self.failed:
@@ -136,16 +137,23 @@ class _Cycle:
         for rid in sorted(records):
             self._advance(records[rid])
         backoff = self._backoff()
-        for entry in self.cfg.entries:
-            if entry.name not in self.listed:
-                self.actions.append(Hold(entry.name, "no create: the provider listing failed",
-                                         "listing"))
-            elif not self.state.nodes_ok:
-                self.actions.append(Hold(entry.name, "no create: the collector query failed "
-                                                     "(free capacity unknown)", "collector"))
-            else:
-                self._scale_up(entry, backoff.get(entry.name))
-        return Plan(tuple(self.actions), dict(sorted(self.records.items())), backoff)
+        unlisted = [e.name for e in self.cfg.entries if e.name not in self.listed]
+        if self.state.nodes_ok:
+            # One allocation across entries (scaleup.py): each idle job is
+            # provisioned for once, on the best entry that may start nodes.
+            actions, self.allocation = scale_up(self.cfg, self.records, self._node,
+                                                self.state.idle_jobs(), backoff, self.now,
+                                                unlisted)
+            self.actions += actions
+        else:
+            for entry in self.cfg.entries:
+                self.actions.append(
+                    Hold(entry.name, "no create: the provider listing failed", "listing")
+                    if entry.name in unlisted else
+                    Hold(entry.name, "no create: the collector query failed (free capacity "
+                                     "unknown)", "collector"))
+        return Plan(tuple(self.actions), dict(sorted(self.records.items())), backoff,
+                    self.allocation)
 
     # ------------------------------------------------------------ helpers
 
@@ -454,43 +462,3 @@ class _Cycle:
             out[name] = Backoff(failures, self.now + backoff_delay(entry, failures),
                                 reasons[0] + more)
         return dict(sorted(out.items()))
-
-    def _scale_up(self, entry: EntryConfig, backoff: Optional[Backoff]) -> None:
-        demand = self.state.demand.get(entry.name, ())
-        mine = [r for r in self.records.values()
-                if r.entry == entry.name and r.phase in ACTIVE_PHASES]
-        booting = [r for r in mine if r.phase in BOOTING_PHASES]
-        free = [(entry.cpus, entry.memory_mb)] * len(booting)
-        for r in mine:
-            node = self._node(r.id)
-            if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
-                free.append((node.idle_cpus, node.idle_memory_mb))
-        limit = max(1, entry.max_instances)
-        need = nodes_needed(demand, entry.cpus, entry.memory_mb, free, limit)
-        if need == 0:
-            return
-        jobs = sum(g.count for g in demand)
-        least = "at least " if need == limit else ""
-        wanted = (f"{jobs} idle job(s) need {least}{need} more node(s) of {entry.cpus} cpus/"
-                  f"{entry.memory_mb} MB ({len(mine)} exist, {len(booting)} booting)")
-        room = min(entry.max_instances - len(mine), entry.max_booting - len(booting))
-        if not entry.enabled:
-            self.actions.append(Hold(entry.name, f"{wanted}; entry disabled", "disabled"))
-            return
-        if backoff is not None and self.now < backoff.until:
-            self.actions.append(Hold(entry.name, f"{wanted}; backing off for "
-                                     f"{_age(backoff.until - self.now)} after {backoff.failures}"
-                                     f" failure(s): {backoff.reason}", "backoff"))
-            return
-        if backoff is not None and backoff.failures > 0:
-            if booting:
-                self.actions.append(Hold(entry.name, f"{wanted}; waiting for the probe "
-                                         "instance to join", "probe"))
-                return
-            room = min(room, 1)
-            wanted += "; probing with one instance after failures"
-        if room <= 0:
-            limit = "MAX_INSTANCES" if len(mine) >= entry.max_instances else "MAX_BOOTING"
-            self.actions.append(Hold(entry.name, f"{wanted}; at {limit}", limit))
-            return
-        self.actions.append(Create(entry.name, min(need, room), wanted))

@@ -11,7 +11,7 @@ from ..providers.base import Instance
 
 __all__ = [
     "Phase", "ACTIVE_PHASES", "BOOTING_PHASES", "JOINED_PHASES", "InstanceRecord", "Backoff",
-    "JobGroup", "NodeInfo", "Listing", "Launched", "LaunchFailed", "Outcome",
+    "JobGroup", "Demand", "NodeInfo", "Listing", "Launched", "LaunchFailed", "Outcome",
     "ObservedState", "Create", "Drain", "Terminate", "Hold", "Action", "Plan",
 ]
 
@@ -71,6 +71,16 @@ class JobGroup:
 
 
 @dataclass(frozen=True)
+class Demand:
+    """``count`` idle jobs of one shape, and the entries whose template (or
+    joined node) matched them: each is provisioned for on one entry at most."""
+    count: int
+    cpus: int
+    memory_mb: int
+    entries: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     """The collector's view of one instance's startd."""
     instance_id: str
@@ -121,6 +131,10 @@ class ObservedState:
     #: ``demand_ok`` is False); ``running``: running jobs per startd name.
     demand: Mapping[str, Tuple[JobGroup, ...]] = field(default_factory=dict)
     demand_ok: bool = True               # every schedd answered
+    #: The same idle jobs, each group once with every entry that matched it
+    #: (what the cross-entry allocation reads).  None: derived from
+    #: ``demand``, each entry's groups on their own (as if no job matched two).
+    jobs: Optional[Tuple[Demand, ...]] = None
     running: Mapping[str, int] = field(default_factory=dict)
     listings: Mapping[str, Listing] = field(default_factory=dict)
     nodes: Mapping[str, NodeInfo] = field(default_factory=dict)
@@ -136,6 +150,12 @@ class ObservedState:
     #: False: a query for it failed, so whether it joined is unknown.
     join_evidence: Mapping[str, str] = field(default_factory=dict)
     evidence_ok: bool = True
+
+    def idle_jobs(self) -> Tuple[Demand, ...]:
+        if self.jobs is not None:
+            return self.jobs
+        return tuple(Demand(g.count, g.cpus, g.memory_mb, (entry,))
+                     for entry, groups in sorted(self.demand.items()) for g in groups)
 
     def failed_sources(self, entries: Iterable[str]) -> List[str]:
         """Names of the observations that failed, for messages."""
@@ -194,3 +214,6 @@ class Plan:
     actions: Tuple[Action, ...]
     records: Mapping[str, InstanceRecord]
     backoff: Mapping[str, Backoff]
+    #: The cycle's cross-entry allocation (allocation.Allocation), or None
+    #: when no create could be decided (the collector query failed).
+    allocation: Optional[object] = None

@@ -1,0 +1,123 @@
+"""Scale-up of one cycle: the entries as offers, one allocation across them,
+and the Create and Hold actions with their reasons.  Pure, like the policy
+that calls it (``policy._Cycle``) and the simulator and ``condor_cloud plan``
+that reuse it.
+
+An entry may start no node while it is disabled, backing off, waiting for its
+probe instance, at MAX_INSTANCES or MAX_BOOTING, or its listing failed; the
+jobs it would have taken spill to the next entry that matched them.  The
+global caps (CLOUD_PLUGINS_MAX_INSTANCES, MAX_CORES, BUDGET_PER_HOUR) count
+every instance not gone, of every entry, booting or running.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ..config import EntryConfig, ProvisionerConfig
+from .allocation import Allocation, Limits, Offer, allocate
+from .state import (ACTIVE_PHASES, BOOTING_PHASES, Action, Backoff, Create, Demand, Hold,
+                    InstanceRecord, NodeInfo, Phase)
+
+__all__ = ["scale_up", "spend_per_hour", "global_limits"]
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f}s"
+
+
+def spend_per_hour(records: Iterable[InstanceRecord],
+                   cfg: ProvisionerConfig) -> Dict[str, float]:
+    """The spend rate of every entry's instances that are not gone (booting,
+    running, draining or being terminated: all still billed)."""
+    cost = {e.name: e.cost_per_hour for e in cfg.entries}
+    out = {e.name: 0.0 for e in cfg.entries}
+    for rec in records:
+        if rec.phase in ACTIVE_PHASES and rec.entry in cost:
+            out[rec.entry] += cost[rec.entry]
+    return {k: round(v, 6) for k, v in out.items()}
+
+
+def global_limits(records: Sequence[InstanceRecord], cfg: ProvisionerConfig) -> Limits:
+    """What the global caps leave for new instances.  Instances of an entry no
+    longer configured count as instances, with no cores or cost known."""
+    active = [r for r in records if r.phase in ACTIVE_PHASES]
+    cpus = {e.name: e.cpus for e in cfg.entries}
+    return Limits(
+        None if cfg.max_instances is None else cfg.max_instances - len(active),
+        None if cfg.max_cores is None else cfg.max_cores - sum(cpus.get(r.entry, 0)
+                                                                for r in active),
+        None if cfg.budget_per_hour is None else
+        cfg.budget_per_hour - sum(spend_per_hour(active, cfg).values()))
+
+
+def _blocked(entry: EntryConfig, backoff: Optional[Backoff], booting: int, room: int,
+             exist: int, now: float) -> Tuple[str, str, int, str]:
+    """(why the entry may start nothing, hold key, room, note on a create)."""
+    if not entry.enabled:
+        return "entry disabled", "disabled", 0, ""
+    if backoff is not None and now < backoff.until:
+        return (f"backing off for {_age(backoff.until - now)} after {backoff.failures} "
+                f"failure(s): {backoff.reason}", "backoff", 0, "")
+    note = ""
+    if backoff is not None and backoff.failures > 0:
+        if booting:
+            return "waiting for the probe instance to join", "probe", 0, ""
+        room, note = min(room, 1), "; probing with one instance after failures"
+    if room <= 0:
+        limit = "MAX_INSTANCES" if exist >= entry.max_instances else "MAX_BOOTING"
+        return f"at {limit}", limit, 0, ""
+    return "", "", room, note
+
+
+def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
+             node_of: Callable[[str], Optional[NodeInfo]], jobs: Iterable[Demand],
+             backoff: Mapping[str, Backoff], now: float,
+             unlisted: Iterable[str] = ()) -> Tuple[List[Action], Allocation]:
+    """The creates (and holds) of one cycle.  ``records``: this cycle's
+    records; ``node_of``: an instance's collector view (None if unknown);
+    ``unlisted``: entries whose listing failed (no create, capacity kept)."""
+    unlisted = set(unlisted)
+    actions: List[Action] = []
+    offers, shown = [], {}
+    for entry in cfg.entries:
+        mine = [r for r in records.values() if r.entry == entry.name and r.phase in ACTIVE_PHASES]
+        booting = sum(1 for r in mine if r.phase in BOOTING_PHASES)
+        free = [(entry.cpus, entry.memory_mb)] * booting
+        for r in mine:
+            node = node_of(r.id)
+            if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
+                free.append((node.idle_cpus, node.idle_memory_mb))
+        room = min(entry.max_instances - len(mine), entry.max_booting - booting)
+        if entry.name in unlisted:
+            why, key, room, note = "the provider listing failed", "listing", 0, ""
+            actions.append(Hold(entry.name, "no create: the provider listing failed", key))
+        else:
+            why, key, room, note = _blocked(entry, backoff.get(entry.name), booting, room,
+                                            len(mine), now)
+        shown[entry.name] = (why, key, note, len(mine), booting)
+        offers.append(Offer(entry.name, entry.cpus, entry.memory_mb, entry.priority,
+                            entry.cost_per_hour, tuple(free), room, why))
+    alloc = allocate(jobs, offers, global_limits(list(records.values()), cfg))
+    for entry in cfg.entries:
+        wanted = alloc.wanted.get(entry.name, 0)
+        why, key, note, exist, booting = shown[entry.name]
+        if wanted == 0 or key == "listing":
+            continue
+        msg = (f"{alloc.asked.get(entry.name, 0)} idle job(s) need {wanted} more node(s) of "
+               f"{entry.cpus} cpus/{entry.memory_mb} MB ({exist} exist, {booting} booting)")
+        nodes = alloc.nodes(entry.name)
+        limited = alloc.limited.get(entry.name, "")
+        if why:
+            actions.append(Hold(entry.name, f"{msg}; {why}", key))
+            continue
+        if nodes:
+            spill = alloc.spilled.get(entry.name)
+            cost = (f"; {entry.cost_per_hour:g}/h each, priority {entry.priority}"
+                    if entry.cost_per_hour or entry.priority else "")
+            actions.append(Create(entry.name, nodes, msg + note + cost + (
+                f"; spilled over from {', '.join(spill)}" if spill else "")))
+        if limited.startswith("CLOUD_PLUGINS_"):
+            actions.append(Hold(entry.name, f"{msg}; {nodes} within {limited}" if nodes else
+                                f"{msg}; at {limited}", limited))
+    return actions, alloc
