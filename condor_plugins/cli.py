@@ -1,6 +1,7 @@
 """condor_cloud: look at what the cloud provisioner owns.
 
     condor_cloud status [--json] [--entry E] [--constraint EXPR] [--watch [S]]
+    condor_cloud plan [--json]
     condor_cloud retire ID... | terminate ID... [--force] | disable E | enable E
     condor_cloud userdata ENTRY [--instance-id ID] [--show-secrets]
     condor_cloud config                 (a pip install: the config that enables it)
@@ -279,7 +280,13 @@ BUSY is claimed slots and IDLECPUS unclaimed cores, as the collector shows them
 now; STATE and REASON agree with them (else they are as of the last cycle).
 Terminated instances the provisioner no longer records are not shown.
 
-exit status: 0 success; 1 (status) a query failed, so part of the output is
+plan: the next cycle of the provisioner as a dry run against the live queue,
+collector and clouds, from the state the provisioner saved: the instances it
+would create on which entry and why, at what spend per hour, what it would
+drain or terminate, its holds, and the idle jobs it would leave out. It takes
+no command, writes no file and makes no cloud call that changes anything.
+
+exit status: 0 success; 1 (status, plan) a query failed, so part of the output is
 unknown (WARNING lines say which), or (retire, terminate, disable, enable)
 the provisioner did not take the command within --wait seconds (it is
 withdrawn), or (config, try) it cannot be done here (the message says why);
@@ -360,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "AgeSeconds, SlotsBusy, CpusIdle, Reason)")
     st.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
                     help="print again every SECONDS (default 5) until interrupted")
+    pl = sub.add_parser("plan", help="what the next cycle would do and why (a dry run: "
+                        "changes nothing)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
     for name, what, text in (("retire", "ID", "drain instances gracefully, then terminate them"),
                              ("terminate", "ID", "terminate idle instances now"),
                              ("disable", "ENTRY", "no new instance for ENTRY (kept ones stay)"),
@@ -406,6 +416,15 @@ def main(argv=None) -> int:
             return 0
         if args.command in ("config", "try"):
             return _setup(args)
+        if args.command == "plan":
+            from .provisioning.dryrun import collect_plan, render_plan
+            result = collect_plan()
+            if args.json:
+                json.dump(result, sys.stdout, indent=1, sort_keys=True)
+                print()
+            else:
+                print(render_plan(result))
+            return 1 if result["errors"] else 0
         if args.command != "status":
             return _lever(args)
         while True:

@@ -13,7 +13,11 @@ Every EC2 client botocore creates gets event hooks:
   the provisioner can record the result; ``marker`` (a path) makes it happen
   once only (the file is created just before the kill);
 * ``kill_after_request``: ``"METHOD /path-suffix"``, the same for an HTTP
-  request made through keystoneauth (novaclient), e.g. ``"POST /servers"``.
+  request made through keystoneauth (novaclient), e.g. ``"POST /servers"``;
+  with ``calls``, every such request is recorded too (``METHOD /path``).
+
+``CP_TEST_MODULE`` runs another module than the provisioner (e.g.
+``condor_plugins.cli``, for ``condor_cloud plan``).
 """
 
 from __future__ import annotations
@@ -55,21 +59,28 @@ def _kill_once(faults: dict) -> None:
 
 
 def install_keystoneauth(faults: dict) -> None:
+    from urllib.parse import urlsplit
     from keystoneauth1 import session
-    method, _, suffix = faults["kill_after_request"].partition(" ")
+    method, _, suffix = (faults.get("kill_after_request") or "").partition(" ")
     request = session.Session.request
 
     def patched(self, url, verb, *args, **kwargs):
         response = request(self, url, verb, *args, **kwargs)
-        if verb.upper() == method and url.rstrip("/").endswith(suffix):
+        if faults.get("calls"):
+            with open(faults["calls"], "a") as f:
+                f.write(f"{verb.upper()} {urlsplit(url).path}\n")
+        if method and verb.upper() == method and url.rstrip("/").endswith(suffix):
             _kill_once(faults)
         return response
     session.Session.request = patched
 
 
 def install(faults: dict) -> None:
-    if faults.get("kill_after_request"):
-        install_keystoneauth(faults)
+    if faults.get("kill_after_request") or faults.get("calls"):
+        try:
+            install_keystoneauth(faults)
+        except ImportError:  # no novaclient here: EC2 only
+            pass
     import botocore.session
     create_client = botocore.session.Session.create_client
 
@@ -97,5 +108,6 @@ def install(faults: dict) -> None:
 
 if __name__ == "__main__":
     install(json.loads(os.environ.get("CP_TEST_FAULTS") or "{}"))
-    sys.argv = ["condor_cloud_provisioner", *sys.argv[1:]]
-    runpy.run_module("condor_plugins.provisioning.provisioner", run_name="__main__", alter_sys=True)
+    module = os.environ.get("CP_TEST_MODULE") or "condor_plugins.provisioning.provisioner"
+    sys.argv = [module.rsplit(".", 1)[-1], *sys.argv[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -27,7 +27,8 @@ from openstack_plane import RealNovaApi, RealOpenStack
 from provtools import (VM_ADDRESS, ProvMaker, jobs_done, kill_mid_burst, node_of,
                        refused_drains, site_pool, submit, vm_timing)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")]
 
 ENTRY = "os1"
 FAULTS = str(Path(__file__).with_name("cloudfaults.py"))
@@ -322,3 +323,140 @@ def test_provisioner_gone_every_server_shuts_off_within_the_lease(site, nova, tm
         assert set(hv.powered_off) == set(servers(nova, prov))
     finally:
         hv.stop()
+
+
+# ---------------------------------------------------------------- two clouds (issue 15)
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIDTWOCLOUDS0042XYZ",
+           "AWS_SECRET_ACCESS_KEY": "twoClouds/kEy+0123456789abcdefghijKLMNOP",
+           "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+           "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1,localhost"}
+#: os1's knobs that are not its provider's: the EC2 entry gets the same.
+SHARED_KNOBS = ("CPUS", "MEMORY", "DISK", "MAX_BOOTING", "IDLE_TIMEOUT", "JOIN_TIMEOUT",
+                "DRAIN_TIMEOUT", "WORKER_IDLE_SHUTDOWN", "CONTROL_PERIOD", "SHUTDOWN_GRACE",
+                "USER_DATA_TEMPLATE_DIR")
+
+
+@pytest.fixture
+def two_clouds(site, moto_url, monkeypatch):
+    """A provisioner maker with two entries: os1 (real Nova, 0.05/h) and ec2e
+    (moto's EC2, 0.20/h), both with one-core nodes, so one job per node."""
+    import boto3
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_url)
+    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    pool, make = site
+    made = []
+
+    def two(os_max, command=None, **knobs):
+        prov = make(command=command, CPUS=1, MEMORY=512, MAX_INSTANCES=os_max,
+                    COST_PER_HOUR="0.05", **knobs)
+        e = "CLOUD_PLUGINS_EC2E_"
+        ec2 = {e + k: prov.knobs[f"CLOUD_PLUGINS_{ENTRY.upper()}_{k}"] for k in SHARED_KNOBS
+               if f"CLOUD_PLUGINS_{ENTRY.upper()}_{k}" in prov.knobs}
+        ec2.update({e + k: v for k, v in {
+            "TYPE": "ec2", "ENDPOINT_URL": moto_url, "REGION": "us-east-1", "IMAGE": image,
+            "INSTANCE_TYPE": "t3.small", "MAX_ATTEMPTS": 1, "MAX_INSTANCES": 4,
+            "COST_PER_HOUR": "0.20"}.items()})
+        prov.configure(CLOUD_PLUGINS_PROVIDERS=f"{ENTRY} ec2e", **ec2)
+        prov.extra_env.update(AWS_ENV)
+        made.append(prov)
+        return prov
+
+    yield pool, two, client
+    for prov in made:
+        ids = [i for res in client.describe_instances(Filters=[
+            {"Name": f"tag:{TAG_PROVISIONER}", "Values": [f"prov-{prov.name}"]}])["Reservations"]
+            for i in (x["InstanceId"] for x in res["Instances"])]
+        if ids:
+            client.terminate_instances(InstanceIds=ids)
+    client.close()
+
+
+def created(prov, entry):
+    return len(__import__("re").findall(rf"Created \S+ \(entry {entry}\)", prov.log_text()))
+
+
+def tree(path: Path) -> dict:
+    return {str(p): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()} \
+        if path.exists() else {}
+
+
+def test_two_clouds_cheaper_fills_first_spills_the_rest_and_plan_agrees(two_clouds, nova,
+                                                                        moto_url, tmp_path):
+    """3 cloud-mode jobs, one per node: the cheaper OpenStack entry (MAX_INSTANCES
+    1) gets one server and EC2 the other two, each job is provisioned for once
+    and runs once.  ``condor_cloud plan`` first predicts exactly these creates,
+    writes nothing and calls nothing but listings on either cloud."""
+    from hypervisor import EC2Api
+    pool, two, client = two_clouds
+    calls = tmp_path / "plan-calls"
+    prov = two(1)
+    spool = Path(subprocess.run(["condor_config_val", "SPOOL"], env=prov.env(),
+                                capture_output=True, text=True).stdout.strip())
+    cluster = submit(pool, tmp_path, 3, 20)
+    wait_for(lambda: len(pool.schedd().query(f"ClusterId == {cluster}", ["ProcId"])) == 3, 30,
+             what="the jobs in the queue")
+    before = tree(spool / "cloud_plugins"), tree(prov.dir)
+    res = subprocess.run([sys.executable, FAULTS, "plan", "--json"], capture_output=True,
+                         text=True, timeout=120, env=prov.env({
+                             "CP_TEST_MODULE": "condor_plugins.cli",
+                             "CP_TEST_FAULTS": json.dumps({"calls": str(calls)})}))
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert {c["entry"]: c["count"] for c in doc["creates"]} == {ENTRY: 1, "ec2e": 2}, doc
+    assert doc["spend_per_hour"]["after"] == pytest.approx(0.45)
+    assert (tree(spool / "cloud_plugins"), tree(prov.dir)) == before
+    made = calls.read_text().split("\n")
+    assert any("DescribeInstances" in c for c in made) and any(c.startswith("GET ") for c in made)
+    # Reads only (and Keystone's authentication): no create, delete, tag or action.
+    assert all(c in ("", "DescribeInstances", "POST /v3/auth/tokens") or c.startswith("GET ")
+               for c in made), made
+    hv_os = Hypervisor(RealNovaApi(nova, owned(prov)), poll=1.0).start()
+    hv_ec2 = Hypervisor(EC2Api(moto_url, {TAG_PROVISIONER: f"prov-{prov.name}"})).start()
+    try:
+        proc = prov.start()
+        ads = wait_for(lambda: (not (hv_os.errors or hv_ec2.errors)
+                                or pytest.fail(str(hv_os.errors + hv_ec2.errors)))
+                       and jobs_done(pool, cluster, 3), 300, interval=1,
+                       what="3 jobs done on nodes of both clouds")
+        assert all(a["ExitCode"] == 0 and a["NumJobStarts"] == 1 for a in ads)
+        assert (len(hv_os.booted), len(hv_ec2.booted)) == (1, 2)
+        assert (created(prov, ENTRY), created(prov, "ec2e")) == (1, 2)
+        text = prov.log_text()
+        assert "spilled over from os1" in text and "Hold (os1)" in text, text
+        assert prov.stop(proc) == 0
+    finally:
+        hv_os.stop()
+        hv_ec2.stop()
+
+
+def test_quota_error_on_the_cheaper_cloud_moves_its_jobs_to_the_other(two_clouds, nova,
+                                                                      tmp_path):
+    """The project has no room left (quota 0): os1's create gets Nova's 403 and
+    backs off; the next cycle starts the 2 nodes on EC2, and no more."""
+    pool, two, client = two_clouds
+    prov = two(4, JOIN_TIMEOUT=300)
+    nova.set_instances_quota(0)
+    try:
+        submit(pool, tmp_path, 2, 60)
+        proc = prov.start()
+        wait_for(lambda: created(prov, "ec2e") >= 2, 120, interval=1,
+                 what="the EC2 creates after the quota error")
+        time.sleep(5)   # cycles every second: no more creates on either entry
+        text = prov.log_text()
+        assert "failed (quota)" in text and "backing off" in text
+        assert text.index("failed (quota)") < text.index("(entry ec2e)")
+        assert (created(prov, ENTRY), created(prov, "ec2e")) == (0, 2)
+        assert not servers(nova, prov)
+        _, doc = status_json(prov)
+        assert doc["spend_per_hour"] == pytest.approx(0.4)
+        assert doc["entries"]["ec2e"]["spend_per_hour"] == pytest.approx(0.4)
+        assert prov.stop(proc) == 0
+    finally:
+        nova.set_instances_quota(10)

@@ -68,6 +68,7 @@ def test_spill_over_at_max_instances_says_why_on_both_entries():
     assert creates(p) == {"spot": 1, "ondemand": 3}
     create = [a for a in p.actions if isinstance(a, Create) and a.entry == "ondemand"][0]
     assert "spilled over from spot" in create.reason
+    assert holds(p)["spot"].key == "MAX_INSTANCES" and "1 within" in holds(p)["spot"].reason
 
 
 @pytest.mark.parametrize("knobs, backoff, key", [

@@ -89,19 +89,22 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
             if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
                 free.append((node.idle_cpus, node.idle_memory_mb))
         room = min(entry.max_instances - len(mine), entry.max_booting - booting)
+        own = ("MAX_INSTANCES" if entry.max_instances - len(mine) <= entry.max_booting - booting
+               else "MAX_BOOTING")
         if entry.name in unlisted:
             why, key, room, note = "the provider listing failed", "listing", 0, ""
             actions.append(Hold(entry.name, "no create: the provider listing failed", key))
         else:
             why, key, room, note = _blocked(entry, backoff.get(entry.name), booting, room,
                                             len(mine), now)
-        shown[entry.name] = (why, key, note, len(mine), booting)
+            own = "probe" if note else own
+        shown[entry.name] = (why, key, note, len(mine), booting, own)
         offers.append(Offer(entry.name, entry.cpus, entry.memory_mb, entry.priority,
                             entry.cost_per_hour, tuple(free), room, why))
     alloc = allocate(jobs, offers, global_limits(list(records.values()), cfg))
     for entry in cfg.entries:
         wanted = alloc.wanted.get(entry.name, 0)
-        why, key, note, exist, booting = shown[entry.name]
+        why, key, note, exist, booting, own = shown[entry.name]
         if wanted == 0 or key == "listing":
             continue
         msg = (f"{alloc.asked.get(entry.name, 0)} idle job(s) need {wanted} more node(s) of "
@@ -117,7 +120,8 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
                     if entry.cost_per_hour or entry.priority else "")
             actions.append(Create(entry.name, nodes, msg + note + cost + (
                 f"; spilled over from {', '.join(spill)}" if spill else "")))
-        if limited.startswith("CLOUD_PLUGINS_"):
-            actions.append(Hold(entry.name, f"{msg}; {nodes} within {limited}" if nodes else
-                                f"{msg}; at {limited}", limited))
+        if limited:  # fewer than wanted: the cap that binds, else its own limit
+            cap = limited if limited.startswith("CLOUD_PLUGINS_") else own
+            actions.append(Hold(entry.name, f"{msg}; {nodes} within {cap}" if nodes else
+                                f"{msg}; at {cap}", cap))
     return actions, alloc
