@@ -62,10 +62,10 @@ def _daemon(prov, now: float) -> dict:
         htcondor2.AdType.Any, f"MyType == {classad2.quote(AD_TYPE)} && "
         f"Name == {classad2.quote(prov.cfg.name)}",
         ["LastCycleTime", "DaemonStartTime", "CycleInterval", "CloudHolds",
-         "CloudUnmatchedJobs", "Machine"])
+         "CloudUnmatchedJobs", "CloudLeftOutJobs", "Machine"])
     if not ads:
         return {"alive": False, "why": "no provisioner ad in the collector (not running, "
-                "or not for 3 cycles)", "holds": [], "unmatched_jobs": []}
+                "or not for 3 cycles)", "holds": [], "unmatched_jobs": [], "left_out_jobs": []}
     ad = ads[0]
     last = ad.get("LastCycleTime") or 0
     interval = ad.get("CycleInterval") or prov.cfg.cycle_interval
@@ -75,7 +75,8 @@ def _daemon(prov, now: float) -> dict:
             "started": _iso(ad.get("DaemonStartTime")), "cycle_interval": interval,
             "why": "" if alive else "its last cycle is older than 3 cycle intervals",
             "holds": [str(h) for h in (ad.get("CloudHolds") or [])],
-            "unmatched_jobs": [str(u) for u in (ad.get("CloudUnmatchedJobs") or [])]}
+            "unmatched_jobs": [str(u) for u in (ad.get("CloudUnmatchedJobs") or [])],
+            "left_out_jobs": [str(u) for u in (ad.get("CloudLeftOutJobs") or [])]}
 
 
 def collect(param=None, now: float | None = None) -> dict:
@@ -102,7 +103,7 @@ def collect(param=None, now: float | None = None) -> dict:
             daemon = _daemon(prov, now)
         except Exception as err:
             daemon = {"alive": None, "why": f"unknown: {str(err).splitlines()[0] if str(err) else err!r}",
-                      "holds": [], "unmatched_jobs": []}
+                      "holds": [], "unmatched_jobs": [], "left_out_jobs": []}
         rows = []
         seen = set()
         for iid, rec in sorted(prov.records.items(), key=lambda kv: (kv[1].entry, kv[1].created)):
@@ -148,8 +149,10 @@ def collect(param=None, now: float | None = None) -> dict:
             "spend_per_hour": round(sum(spend.values()), 6),
             "budget_per_hour": prov.cfg.budget_per_hour,
             "collector_ok": nodes_ok, "instances": rows, "backoff": backoff,
-            "daemon": {k: v for k, v in daemon.items() if k not in ("holds", "unmatched_jobs")},
+            "daemon": {k: v for k, v in daemon.items()
+                       if k not in ("holds", "unmatched_jobs", "left_out_jobs")},
             "holds": daemon["holds"], "unmatched_jobs": daemon["unmatched_jobs"],
+            "left_out_jobs": daemon["left_out_jobs"],
             "disabled_entries": disabled, "errors": errors,
         }
         return status
@@ -241,6 +244,8 @@ def render(status: dict) -> str:
         lines.append(f"Hold {hold}")
     for jobs in status["unmatched_jobs"]:
         lines.append(f"Unmatched {jobs}")
+    for jobs in status.get("left_out_jobs", ()):
+        lines.append(f"Left out {jobs}")
     for err in status["errors"]:
         lines.append(f"WARNING: {err} (state unknown)")
     return "\n".join(lines)

@@ -56,6 +56,10 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("WORKER_TOKEN_LIFETIME", "7d", "duration", "Lifetime of each worker's IDTOKEN "
          "(condor_token_create -lifetime). A node older than this can no longer advertise "
          "itself; keep it above the longest job plus IDLE_TIMEOUT.", minimum=300),
+    Knob("BURST_DELAY", "600", "duration", "A transparent (mode any) idle job counts as "
+         "demand for cloud nodes only once it has been idle this long and the negotiator "
+         "found no match for it (LastRejMatchReason). Cloud-mode jobs count at once; "
+         "local-mode jobs never.", minimum=0),
     Knob("TYPE", None, "str", "Provider type of the entry (entry point name: local, ec2, "
          "openstack...).", ENTRY_ONLY),
     Knob("IMAGE", "", "str", "Image of the entry's instances.", ENTRY_ONLY),
@@ -83,6 +87,18 @@ KNOBS: Tuple[Knob, ...] = (
     Knob("CPUS", "4", "int", "Cores of one instance (partitionable slot size).", ENTRY, 1),
     Knob("MEMORY", "8192", "int", "Memory of one instance, MB.", ENTRY, 1),
     Knob("DISK", "20000", "int", "Scratch disk of one instance, MB.", ENTRY, 0),
+    Knob("MEMORY_RESERVE", "0", "int", "MB of MEMORY the node's own system uses: the "
+         "template ad's Memory is MEMORY less this (a '16 GB' VM reports less to HTCondor).",
+         ENTRY, 0),
+    Knob("OPSYS", "LINUX", "str", "OpSys of the template ad jobs are matched against "
+         "(what the entry's image advertises).", ENTRY),
+    Knob("OPSYSANDVER", "AlmaLinux9", "str", "OpSysAndVer of the template ad (the "
+         "documented image is EL9; Rocky Linux 9 advertises Rocky9).", ENTRY),
+    Knob("OPSYSMAJORVER", "9", "int", "OpSysMajorVer of the template ad.", ENTRY, 0),
+    Knob("ARCH", "X86_64", "str", "Arch of the template ad (aarch64 images: aarch64).",
+         ENTRY),
+    Knob("HAS_APPTAINER", "true", "bool", "Whether the image runs containers with "
+         "Apptainer: HasSingularity and HAS_SINGULARITY of the template ad.", ENTRY),
     Knob("IDLE_TIMEOUT", "600", "duration", "A joined node without jobs for this long is "
          "drained, then terminated.", ENTRY, 0),
     Knob("JOIN_TIMEOUT", "900", "duration", "An instance not in the collector this long "
@@ -184,6 +200,12 @@ class EntryConfig:
     cpus: int
     memory_mb: int
     disk_mb: int
+    memory_reserve: int
+    opsys: str
+    opsysandver: str
+    opsysmajorver: int
+    arch: str
+    has_apptainer: bool
     idle_timeout: int
     join_timeout: int
     drain_timeout: int
@@ -210,6 +232,7 @@ class ProvisionerConfig:
     worker_token_lifetime: int = 7 * 86400
     #: Caps over all entries together (None: no cap).
     max_instances: Optional[int] = None
+    burst_delay: int = 600
     max_cores: Optional[int] = None
     budget_per_hour: Optional[float] = None
 
@@ -306,6 +329,7 @@ def load(param: Mapping[str, str]) -> ProvisionerConfig:
         entries=entries,
         worker_token_lifetime=_value(param, _BY_NAME["WORKER_TOKEN_LIFETIME"]),
         max_instances=_global_max_instances(param),
+        burst_delay=_value(param, _BY_NAME["BURST_DELAY"]),
         max_cores=_value(param, _BY_NAME["MAX_CORES"]),
         budget_per_hour=_value(param, _BY_NAME["BUDGET_PER_HOUR"]))
 

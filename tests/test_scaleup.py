@@ -133,3 +133,57 @@ def test_old_per_entry_demand_is_still_per_entry():
     state = ObservedState(listings={e: Listing(True) for e in BOTH},
                           demand={e: (JobGroup(8, 1, 1000),) for e in BOTH})
     assert creates(plan(state, cfg(), T0)) == {"spot": 2, "ondemand": 2}
+
+
+# ---------------------------------------------------------------- churn brake
+
+def _one(**knobs):
+    param = {"CLOUD_PLUGINS_PROVIDERS": "e1", "CLOUD_PLUGINS_E1_TYPE": "local",
+             "FULL_HOSTNAME": "cm", "CLOUD_PLUGINS_COLLECTOR_GRACE": "0",
+             "CLOUD_PLUGINS_E1_IDLE_TIMEOUT": "600"}
+    param.update({f"CLOUD_PLUGINS_E1_{k}": str(v) for k, v in knobs.items()})
+    return config.load(param)
+
+
+MISMATCH = {"e1": '2 idle job(s) (RequestCpus=1): needs OpSysAndVer == "AlmaLinux9"; '
+                  'the node has OpSysAndVer = \'Debian13\''}
+
+
+def _idle_world(busy=0, mismatch=MISMATCH, backoff=None, last_busy=None):
+    from condor_plugins.provisioning.state import NodeInfo
+    rec = InstanceRecord("a", "e1", Phase.IDLE, since=T0 - 700, created=T0 - 800,
+                         joined=T0 - 700, last_busy=last_busy)
+    listing = Listing(True, (Instance("a", "e1", InstanceState.RUNNING, launch_time=T0 - 800,
+                                      tags={}),))
+    return ObservedState(records={"a": rec}, listings={"e1": listing},
+                         nodes={"a": NodeInfo("a", busy_slots=busy, idle_cpus=4 - busy,
+                                              idle_memory_mb=8192)},
+                         mismatch=mismatch, backoff=backoff or {})
+
+
+def test_churn_brake_a_node_no_job_matched_is_a_failure_of_its_entry():
+    p = plan(_idle_world(), _one(), T0)
+    assert [a.instance_id for a in p.actions if a.__class__.__name__ == "Drain"] == ["a"]
+    b = p.backoff["e1"]
+    assert b.kind == "churn" and b.until > T0 and "started, but no job matched" in b.reason
+    assert "OpSysAndVer" in b.reason
+
+
+@pytest.mark.parametrize("world", [
+    dict(mismatch={}),              # nothing waits that the node does not match: plain idle
+    dict(last_busy=T0 - 650),       # it ran a job: it served its demand
+])
+def test_churn_brake_not_for_a_node_that_served_or_had_no_mismatch(world):
+    p = plan(_idle_world(**world), _one(), T0)
+    assert "e1" not in p.backoff
+
+
+def test_churn_backoff_outlives_a_join_but_not_a_job():
+    churn = {"e1": Backoff(1, T0 + 300, "a started, but no job matched", "churn")}
+    from condor_plugins.provisioning.state import NodeInfo
+    rec = InstanceRecord("b", "e1", Phase.BOOTING, since=T0 - 10, created=T0 - 10)
+    joined = ObservedState(records={"b": rec}, backoff=churn, listings={"e1": Listing(True, (
+        Instance("b", "e1", InstanceState.RUNNING, launch_time=T0 - 10, tags={}),))},
+        nodes={"b": NodeInfo("b", idle_cpus=4, idle_memory_mb=8192)})
+    assert plan(joined, _one(), T0).backoff["e1"].kind == "churn"
+    assert "e1" not in plan(_idle_world(busy=1, backoff=churn), _one(), T0).backoff

@@ -188,6 +188,7 @@ class Acting:
                                         if b.until > time.time()),
             # Why no VM: the last cycle's holds and the idle jobs no entry can run.
             "CloudHolds": self.holds.shown(), "CloudUnmatchedJobs": self.unmatched.shown(),
+            "CloudLeftOutJobs": self.left_out.shown(),
             "CloudDisabledEntries": ", ".join(sorted(self.disabled))})
         # The spend rate (COST_PER_HOUR of every instance not gone), in total and per entry.
         spend = spend_per_hour(self.records.values(), self.cfg)

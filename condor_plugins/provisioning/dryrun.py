@@ -58,6 +58,7 @@ def collect_plan(param=None, now: Optional[float] = None) -> dict:
         "schema_version": PLAN_SCHEMA_VERSION, "provisioner": cfg.name, "pool": cfg.pool,
         "dry_run": True, "creates": creates, "retires": retires, "holds": holds,
         "left_out": left_out, "unmatched_jobs": prov.unmatched.shown(),
+        "left_out_jobs": prov.left_out.shown(),
         "spend_per_hour": {"now": round(sum(now_spend.values()), 6),
                            "after": round(sum(now_spend.values()) + added, 6),
                            "by_entry": now_spend, "budget": cfg.budget_per_hour},
@@ -90,5 +91,6 @@ def render_plan(plan: dict) -> str:
         lines.append(f"Left out: {out['jobs']} idle job(s) of {out['cpus']} cpus/"
                      f"{out['memory_mb']} MB: {out['reason']}")
     lines += [f"Unmatched {u}" for u in plan["unmatched_jobs"]]
+    lines += [f"Left out {u}" for u in plan["left_out_jobs"]]
     lines += [f"WARNING: {e}" for e in plan["errors"]]
     return "\n".join(lines)

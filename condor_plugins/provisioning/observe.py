@@ -6,10 +6,12 @@ schedd queues and histories).  Functions of HTCondor handles; no state."""
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
+import time
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from ..config import EntryConfig, ProvisionerConfig
 from ..providers.base import TAG_ENTRY, TAG_REQUEST, ProviderError, owner_tags
+from .demand import group_jobs, held_back, site_twin, transparent, whole_node
 from .explain import first_failure, never_cloud, unmatched_key
 from .policy import evidence_wanted
 from .state import Demand, JobGroup, Listing, NodeInfo, ObservedState
@@ -50,9 +52,13 @@ def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, 
     s = entry.settings
     ad = classad2.ClassAd({
         "MyType": "Machine", "IsCloudNode": True, "Cpus": entry.cpus, "TotalCpus": entry.cpus,
-        "Memory": entry.memory_mb, "TotalMemory": entry.memory_mb,
+        "Memory": max(0, entry.memory_mb - entry.memory_reserve),
+        "TotalMemory": max(0, entry.memory_mb - entry.memory_reserve),
         "Disk": entry.disk_mb * 1024, "TotalDisk": entry.disk_mb * 1024,
-        "Arch": param.get("ARCH") or "X86_64", "OpSys": param.get("OPSYS") or "LINUX",
+        # What the entry's image advertises (knobs), not this host's values.
+        "Arch": entry.arch, "OpSys": entry.opsys, "OpSysAndVer": entry.opsysandver,
+        "OpSysMajorVer": entry.opsysmajorver, "HasSingularity": entry.has_apptainer,
+        "HAS_SINGULARITY": entry.has_apptainer,
         "HasFileTransfer": True, "CloudProvider": entry.type, "CloudPlatform": entry.type,
         "CloudVMType": entry.instance_type or "unknown", "CloudImage": entry.image or "unknown",
         "CloudRegion": s.get("REGION", "unknown"), "CloudZone": s.get("ZONE", "unknown"),
@@ -78,40 +84,82 @@ def running_hosts(schedd) -> Dict[str, int]:
     return out
 
 
-def idle_shapes(schedd):
-    """(ad with the job's matching attributes, idle job count) pairs."""
+#: Why idle jobs are left out of demand (observe's wording, also in status).
+WAITING = ("mode any: the site may still run them (idle less than CLOUD_PLUGINS_BURST_DELAY, "
+           "or not rejected by the negotiator for lack of a match)")
+NOT_NEGOTIATED = "mode any: not negotiated yet (the site may run them)"
+
+
+def idle_shapes(schedd, templates=(), twins=(), burst_delay: float = 0,
+                now: Optional[float] = None) -> List[Tuple[object, int, str]]:
+    """(ad with the job's matching attributes, idle job count, why left out of
+    demand or "") triples.  ``templates`` and ``twins``: the entries' template
+    ads and their site twins, to tell transparent (mode any) jobs (demand.py)."""
     import htcondor2
     # The constraint must stay True (HTCondor 23.9's schedd returns no
     # group for any other), so JobStatus is a key.
-    counts = schedd.query("true", ["JobStatus", "JobUniverse", "AutoClusterId"],
-                          opts=htcondor2.QueryOpt.GroupBy)
+    counts = schedd.query("true", ["JobStatus", "JobUniverse", "AutoClusterId",
+                                   "LastRejMatchReason"], opts=htcondor2.QueryOpt.GroupBy)
     # An autocluster carries only the attributes significant to this pool's
     # matchmaking: one without the shape or Requirements cannot be used.
     clusters = {c.get("AutoClusterId"): c for c in
                 schedd.query("true", [], opts=htcondor2.QueryOpt.AutoCluster)
                 if all(k in c for k in ("RequestCpus", "RequestMemory", "Requirements"))}
-    out, unclustered = [], 0
+    idle: Dict[int, int] = {}
+    rejected: Dict[int, Dict[str, int]] = {}
+    unclustered = 0
     for row in counts:
         if row.get("JobStatus") != 1 or row.get("JobUniverse") in NOT_ON_NODES:
             continue
-        count = _int(row.get("JobCount"), 0)
-        cluster = clusters.get(row.get("AutoClusterId"))
-        if cluster is None:
+        count, cid = _int(row.get("JobCount"), 0), row.get("AutoClusterId")
+        if cid not in clusters:
             unclustered += count
+            continue
+        idle[cid] = idle.get(cid, 0) + count
+        reason = row.get("LastRejMatchReason")
+        if isinstance(reason, str) and reason:
+            rejected.setdefault(cid, {})[reason] = rejected.setdefault(cid, {}).get(reason, 0) + count
+    out, waiting = [], []
+    for cid, count in sorted(idle.items()):
+        reasons = rejected.get(cid, {})
+        reason = max(sorted(reasons), key=reasons.get) if reasons else None
+        if held_back(reason):
+            out.append((clusters[cid], count, f"held back by the negotiator ({reason})"))
+        elif twins and transparent(clusters[cid], templates, twins):
+            waiting.append((cid, count, reason is not None))
         else:
-            out.append((cluster, count))
+            out.append((clusters[cid], count, ""))
+    if waiting:  # mode any: only what waited BURST_DELAY and found no match counts
+        cut = int((time.time() if now is None else now) - burst_delay)
+        ids = ", ".join(str(int(cid)) for cid, _, _ in waiting)
+        old: Dict[int, int] = {}
+        for job in schedd.query(f"JobStatus == 1 && member(AutoClusterId, {{{ids}}}) && "
+                                f"EnteredCurrentStatus <= {cut}", ["AutoClusterId"]):
+            old[job.get("AutoClusterId")] = old.get(job.get("AutoClusterId"), 0) + 1
+        for cid, count, was_rejected in waiting:
+            n = min(count, old.get(cid, 0)) if was_rejected else 0
+            out += [(clusters[cid], k, why) for k, why in ((n, ""), (count - n, WAITING)) if k]
     if unclustered == 0:
         return out
+
+    def fresh(job, count):
+        left = NOT_NEGOTIATED if twins and transparent(job, templates, twins) else ""
+        return job, count, left
+
     if unclustered > UNCLUSTERED_ONE_BY_ONE:
-        rows = schedd.query("true", GROUP_BY, opts=htcondor2.QueryOpt.GroupBy)
-        return [(r, _int(r.get("JobCount"), 0)) for r in rows
-                if r.get("JobStatus") == 1 and r.get("JobUniverse") not in NOT_ON_NODES]
+        # Grouped by full shape (and autocluster, so that the clustered jobs
+        # already counted above are not counted twice).
+        rows = schedd.query("true", GROUP_BY + ["AutoClusterId"],
+                            opts=htcondor2.QueryOpt.GroupBy)
+        return out + [fresh(r, _int(r.get("JobCount"), 0)) for r in rows
+                      if r.get("JobStatus") == 1 and r.get("JobUniverse") not in NOT_ON_NODES
+                      and r.get("AutoClusterId") not in clusters]
     known = ", ".join(str(int(i)) for i in clusters if isinstance(i, int))
     constraint = "JobStatus == 1 && (AutoClusterId is undefined" + (
         f" || !member(AutoClusterId, {{{known}}}))" if known else ")")
     for job in schedd.query(constraint, limit=UNCLUSTERED_ONE_BY_ONE + 1):
         if job.get("JobUniverse") not in NOT_ON_NODES:
-            out.append((job, 1))
+            out.append(fresh(job, 1))
     return out
 
 
@@ -210,15 +258,16 @@ class Observing:
         schedds = self._collector().locateAll(htcondor2.DaemonType.Schedd)
         if not schedds:
             raise RuntimeError("no schedd in the collector")
-        groups: Dict[Tuple[int, int, Tuple[str, ...]], int] = {}
         running: Dict[str, int] = {}
         failed = []
-        unmatched: Dict[Tuple[str, str], int] = {}
+        counted, left_out = [], {}
+        templates = list(self.templates.values())
+        twins = [site_twin(t) for t in templates]
         for ad in schedds:
             name = ad.get("Name") or "?"
             try:
                 schedd = htcondor2.Schedd(ad)
-                rows = idle_shapes(schedd)
+                rows = idle_shapes(schedd, templates, twins, self.cfg.burst_delay)
                 hosts = running_hosts(schedd)
             except Exception as err:  # this schedd is unknown; the others count
                 failed.append(name)
@@ -229,25 +278,35 @@ class Observing:
                 continue
             for host, n in hosts.items():
                 running[host] = running.get(host, 0) + n
-            for row, count in rows:
-                shape = (max(1, _int(row.eval("RequestCpus"), 1)),
-                         max(0, _int(row.eval("RequestMemory"), 0)))
-                if not count:
-                    continue
-                matched = tuple(e for e, t in self.templates.items() if t.matches(row))
-                if matched:
-                    key = shape + (matched,)
-                    groups[key] = groups.get(key, 0) + count
-                else:
-                    self._unmatched(row, count, unmatched)
-        jobs = tuple(Demand(n, c, m, entries) for (c, m, entries), n in sorted(groups.items()))
+            for row, count, why in rows:
+                if why:
+                    key = (unmatched_key(row), why)
+                    left_out[key] = left_out.get(key, 0) + count
+                elif count:
+                    counted.append((row, count))
         for name in sorted(self._failed_schedds - set(failed)):
             log.info("Query of schedd %s works again", name)
         self._failed_schedds = set(failed)
         if not failed:  # else unknown: keep what was said
-            self.unmatched.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
-                                   for (shape, why), n in sorted(unmatched.items())})
-        return jobs, running, failed
+            self.left_out.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
+                                  for (shape, why), n in sorted(left_out.items())})
+        return counted, running, failed
+
+    def group(self, rows, real: Optional[Mapping[str, object]] = None):
+        """The counted idle jobs as Demand groups (demand.py), matched against
+        each entry's joined node where there is one; says which jobs no entry
+        matches, and which a template matched but its joined node does not."""
+        jobs, mismatch, unmatched_rows = group_jobs(rows, self.templates, real or {})
+        unmatched: Dict[Tuple[str, str], int] = {}
+        for row, count in unmatched_rows:
+            self._unmatched(row, count, unmatched)
+        if not self._failed_schedds:
+            self.unmatched.update(
+                {**{("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
+                    for (shape, why), n in sorted(unmatched.items())},
+                 **{(entry, "node mismatch"): f"its template matched, its joined node does "
+                                              f"not: {why}" for entry, why in mismatch.items()}})
+        return jobs, mismatch
 
     def _unmatched(self, job, count: int, out: Dict[Tuple[str, str], int]) -> None:
         """Count idle jobs no entry's template matches, by shape and by the
@@ -261,10 +320,10 @@ class Observing:
 
     def demand(self) -> Dict[str, Tuple[JobGroup, ...]]:
         """Idle jobs per entry (all schedds; raises if any failed)."""
-        jobs, _, failed = self.schedds()
+        rows, _, failed = self.schedds()
         if failed:
             raise RuntimeError(f"schedd(s) {', '.join(failed)} failed")
-        return per_entry(jobs, self.templates)
+        return per_entry(self.group(rows)[0], self.templates)
 
     def nodes(self) -> Tuple[Dict[str, NodeInfo], Optional[float]]:
         """The collector's view of our instances, and when the collector started."""
@@ -350,10 +409,12 @@ class Observing:
         return listings
 
     def observe(self) -> ObservedState:
-        reached, (jobs, running, failed) = self._observe("schedd(s)", self.schedds,
-                                                         ((), {}, ["all"]))
+        reached, (rows, running, failed) = self._observe("schedd(s)", self.schedds,
+                                                         ([], {}, ["all"]))
         listings = self.listings()
         nodes_ok, (nodes, started) = self._observe("collector", self.nodes, ({}, None))
+        _, real = self._observe("joined nodes' slot ads", self.real_slot_ads, {})
+        jobs, mismatch = self.group(rows, real)
         evidence_ok, evidence = self._observe("join evidence (collector, schedd history)",
                                               lambda: self.join_evidence(listings), {})
         return ObservedState(records=dict(self.records), backoff=dict(self.backoff),
@@ -362,7 +423,26 @@ class Observing:
                              running=running, listings=listings,
                              nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
                              outcomes=tuple(self.failures), requests=dict(self.requests),
-                             join_evidence=evidence, evidence_ok=evidence_ok)
+                             join_evidence=evidence, evidence_ok=evidence_ok,
+                             mismatch=mismatch)
+
+    def real_slot_ads(self) -> Dict[str, object]:
+        """Entry -> the whole-node slot ad of one of its joined nodes (the
+        oldest), to match its jobs against what its VMs really are."""
+        import classad2
+        import htcondor2
+        out = {}
+        joined = sorted((rec.joined, iid, rec.entry) for iid, rec in self.records.items()
+                        if rec.joined is not None and iid in self._slot_ads)
+        for _, iid, entry in joined:
+            if entry in out or entry not in self.templates:
+                continue
+            name = self._slot_ads[iid].get("Name")
+            ads = self._collector().query(htcondor2.AdType.Startd,
+                                          f"Name == {classad2.quote(str(name))}")
+            if ads:
+                out[entry] = whole_node(ads[0])
+        return out
 
     def join_evidence(self, listings: Mapping[str, Listing]) -> Dict[str, str]:
         """For the records that would count as boot failures: whether the pool

@@ -32,6 +32,10 @@ numbers; the same inputs give the same Plan.  Safety rules, in order:
   adopted (restart safety);
 * after a failure an entry backs off exponentially, then probes with one
   instance at a time until an instance joins (no booting into a black hole);
+* the churn brake: a node that joined, never ran a job and is drained for
+  idleness while jobs its entry's template matched (but the node does not,
+  ``state.mismatch``) wait is a failure of its entry; that backoff ends when
+  a node of the entry runs a job, not when one joins;
 * an instance is a boot failure only if it never joined: not by our record,
   nor by the collector or a schedd's queue or history (``join_evidence``; a
   provisioner killed before it saved the join must not count a node that ran
@@ -101,6 +105,10 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
+#: A node that joined and idled while jobs its template matched (but it does
+#: not) waited: a failure of its entry (the churn brake).
+CHURN, CHURN_REASON = "churn", "started, but no job matched"
+
 #: Reasons of a DRAINING phase the node itself chose (not our Drain action).
 INTERRUPTED = "interrupted by the cloud"
 NODE_DRAINING = "draining (not asked by us)"
@@ -122,6 +130,7 @@ class _Cycle:
         self.records: Dict[str, InstanceRecord] = {}
         self.failures: Dict[str, List[str]] = {}
         self.joined_entries = set()
+        self.busy_entries = set()
         self.allocation = None
 
     def run(self) -> Plan:
@@ -403,6 +412,7 @@ class _Cycle:
             self._keep(rec, phase=Phase.DRAINING, reason=NODE_DRAINING)
             return
         if node.busy_slots > 0:
+            self.busy_entries.add(rec.entry)
             self._keep(rec, phase=Phase.BUSY, last_busy=self.now,
                        reason=f"running {node.busy_slots} job(s)")
             return
@@ -419,7 +429,11 @@ class _Cycle:
             self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}, but {why}")
         elif idle >= entry.idle_timeout:
             reason = f"idle for {_age(idle)} (IDLE_TIMEOUT {_age(entry.idle_timeout)})"
-            self._destroy(rec, Drain(rec.entry, rec.id, reason), Phase.DRAINING, reason)
+            done = self._destroy(rec, Drain(rec.entry, rec.id, reason), Phase.DRAINING, reason)
+            mismatch = self.state.mismatch.get(rec.entry)
+            if done and mismatch and rec.last_busy is None and node.last_busy is None:
+                # The churn brake: it was started for jobs that do not match it.
+                self._failure(rec.entry, f"{rec.id} {CHURN_REASON}: {mismatch}")
         else:
             self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}")
 
@@ -451,14 +465,17 @@ class _Cycle:
 
     def _backoff(self) -> Dict[str, Backoff]:
         out = dict(self.state.backoff)
-        for name in self.joined_entries:
-            out.pop(name, None)
+        for name in self.joined_entries | self.busy_entries:
+            # A join ends a boot-failure backoff; only a job ends a churn one.
+            if name in self.busy_entries or out.get(name, Backoff()).kind != CHURN:
+                out.pop(name, None)
         for name, reasons in self.failures.items():
             entry = self.entries.get(name)
             if entry is None:
                 continue
             failures = out.get(name, Backoff()).failures + 1
             more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            churn = CHURN if any(CHURN_REASON in r for r in reasons) else ""
             out[name] = Backoff(failures, self.now + backoff_delay(entry, failures),
-                                reasons[0] + more)
+                                reasons[0] + more, churn)
         return dict(sorted(out.items()))

@@ -83,6 +83,7 @@ class Provisioner(Observing, Acting):
         self._request_ids: Dict[str, str] = {}  # request id -> cloud instance id
         self.holds = Reasons(log, "Hold", "Hold cleared")
         self.unmatched = Reasons(log, "Idle jobs no entry can run", "No longer unmatched")
+        self.left_out = Reasons(log, "Idle jobs left out of demand", "No longer left out")
         self.started = time.time()
         self.last_cycle = 0.0
         #: False for ``condor_cloud status``: it only looks.

@@ -83,7 +83,8 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
     for entry in cfg.entries:
         mine = [r for r in records.values() if r.entry == entry.name and r.phase in ACTIVE_PHASES]
         booting = sum(1 for r in mine if r.phase in BOOTING_PHASES)
-        free = [(entry.cpus, entry.memory_mb)] * booting
+        usable = max(0, entry.memory_mb - entry.memory_reserve)
+        free = [(entry.cpus, usable)] * booting
         for r in mine:
             node = node_of(r.id)
             if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
@@ -99,7 +100,7 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
                                             len(mine), now)
             own = "probe" if note else own
         shown[entry.name] = (why, key, note, len(mine), booting, own)
-        offers.append(Offer(entry.name, entry.cpus, entry.memory_mb, entry.priority,
+        offers.append(Offer(entry.name, entry.cpus, usable, entry.priority,
                             entry.cost_per_hour, tuple(free), room, why))
     alloc = allocate(jobs, offers, global_limits(list(records.values()), cfg))
     for entry in cfg.entries:
@@ -108,7 +109,8 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
         if wanted == 0 or key == "listing":
             continue
         msg = (f"{alloc.asked.get(entry.name, 0)} idle job(s) need {wanted} more node(s) of "
-               f"{entry.cpus} cpus/{entry.memory_mb} MB ({exist} exist, {booting} booting)")
+               f"{entry.cpus} cpus/{max(0, entry.memory_mb - entry.memory_reserve)} MB "
+               f"({exist} exist, {booting} booting)")
         nodes = alloc.nodes(entry.name)
         limited = alloc.limited.get(entry.name, "")
         if why:

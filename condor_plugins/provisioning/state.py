@@ -60,6 +60,9 @@ class Backoff:
     failures: int = 0
     until: float = 0.0
     reason: str = ""
+    #: "churn": nodes joined but no job matched them; a join does not end it,
+    #: a node of the entry running a job does.
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,9 @@ class ObservedState:
     #: False: a query for it failed, so whether it joined is unknown.
     join_evidence: Mapping[str, str] = field(default_factory=dict)
     evidence_ok: bool = True
+    #: Entry -> idle jobs its template matched but its joined node does not,
+    #: and the attributes that fail (the churn brake's evidence).
+    mismatch: Mapping[str, str] = field(default_factory=dict)
 
     def idle_jobs(self) -> Tuple[Demand, ...]:
         if self.jobs is not None:
