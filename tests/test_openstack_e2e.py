@@ -11,6 +11,7 @@ of the project ``condor``; the tests look on as the cloud's admin.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -379,7 +380,7 @@ def two_clouds(site, moto_url, monkeypatch):
 
 
 def created(prov, entry):
-    return len(__import__("re").findall(rf"Created \S+ \(entry {entry}\)", prov.log_text()))
+    return len(re.findall(rf"Created \S+ \(entry {entry}\)", prov.log_text()))
 
 
 def tree(path: Path) -> dict:
@@ -425,10 +426,18 @@ def test_two_clouds_cheaper_fills_first_spills_the_rest_and_plan_agrees(two_clou
                                 or pytest.fail(str(hv_os.errors + hv_ec2.errors)))
                        and jobs_done(pool, cluster, 3), 300, interval=1,
                        what="3 jobs done on nodes of both clouds")
-        assert all(a["ExitCode"] == 0 and a["NumJobStarts"] == 1 for a in ads)
-        assert (len(hv_os.booted), len(hv_ec2.booted)) == (1, 2)
-        assert (created(prov, ENTRY), created(prov, "ec2e")) == (1, 2)
         text = prov.log_text()
+        assert all(a["ExitCode"] == 0 and a["NumJobStarts"] == 1 for a in ads), text
+        # The first cycle's creates are the plan's.  A replacement is made only
+        # for a failure the log names (under CI load a Nova create may time out
+        # on the client and the server appear later: adopted, then retired).
+        first = re.findall(r"Created \S+ \(entry (\S+)\)", text)[:3]
+        assert sorted(first) == sorted([ENTRY, "ec2e", "ec2e"]), text
+        failures = len(re.findall(r"Create for entry \S+ failed|as a failure", text))
+        assert len(hv_os.booted) + len(hv_ec2.booted) <= 3 + failures, text
+        if not failures:
+            assert (len(hv_os.booted), len(hv_ec2.booted)) == (1, 2), text
+            assert (created(prov, ENTRY), created(prov, "ec2e")) == (1, 2), text
         assert "spilled over from os1" in text and "Hold (os1)" in text, text
         assert prov.stop(proc) == 0
     finally:
