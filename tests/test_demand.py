@@ -4,7 +4,7 @@ jobs, jobs not yet in an autocluster, and the full-shape fallback agree."""
 import htcondor2
 import pytest
 
-from condor_plugins.provisioning import observe as prov_mod
+from condor_plugins.provisioning import idlejobs as prov_mod
 from condor_plugins.localpool import wait_for
 from condor_plugins.provisioning.provisioner import Provisioner
 from condor_plugins.provisioning.state import JobGroup
