@@ -46,7 +46,7 @@ def test_transparent_burst_waits_for_the_site_then_bursts_after_burst_delay(
     BURST_DELAY and the negotiator found no match for them."""
     pool, make = site
     condor.node(pool, "sitebst", cpus=1)
-    prov = make(CLOUD_PLUGINS_BURST_DELAY=20, MAX_INSTANCES=1)
+    prov = make(CLOUD_PLUGINS_BURST_DELAY=12, MAX_INSTANCES=1)
     proc = prov.start()
     try:
         first = submit(pool, tmp_path, 2, 1, "any")
@@ -63,7 +63,7 @@ def test_transparent_burst_waits_for_the_site_then_bursts_after_burst_delay(
                  "mode any" in prov.log_text(), 30, what="the jobs left out, with why")
         made = watch(prov, lambda: created(prov), 90, "a VM for the any-mode burst", cap=1)
         when = time.mktime(time.strptime(made[0][0], "%m/%d/%y %H:%M:%S"))
-        assert when >= int(t_submit) + 20 - 1, (made, t_submit)
+        assert when >= int(t_submit) + 12 - 1, (made, t_submit)
         wait_for(lambda: jobs_done(pool, burst, 2), 120, what="the burst done on the cloud node")
         ad = pool.collector().query(htcondor2.AdType.Any, f'Name == "prov-{prov.name}"',
                                     ["CloudLeftOutJobs"])
@@ -88,7 +88,7 @@ def test_churn_brake_a_template_match_the_node_does_not_start_one_node(site, tmp
     try:
         watch(prov, lambda: "started, but no job matched" in prov.log_text(), 120,
               "the churn brake", cap=1)
-        time.sleep(8)   # cycles every second: a backoff, not a node per IDLE_TIMEOUT
+        time.sleep(5)   # cycles every second: a backoff, not a node per IDLE_TIMEOUT
         assert len(created(prov)) == 1, prov.log_text()
         res = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "status", "--json"],
                              env=prov.env(), capture_output=True, text=True, timeout=60)
