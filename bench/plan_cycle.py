@@ -65,6 +65,7 @@ def advertise_nodes(pool, count):
             'State = "Claimed"' if i % 2 else 'State = "Unclaimed"',
             'Activity = "Busy"' if i % 2 else 'Activity = "Idle"', "Cpus = 8", "Memory = 16000",
             "Disk = 100000000", 'Arch = "X86_64"', 'OpSys = "LINUX"', "START = true",
+            "HasFileTransfer = true", "TotalSlotCpus = 8", "TotalSlotMemory = 16000",
             # as a real slot: the negotiator then makes the request attributes significant
             "Requirements = START && (TARGET.RequestCpus <= Cpus) && (TARGET.RequestMemory <= Memory)"
             " && (TARGET.RequestDisk <= Disk)",

@@ -249,7 +249,7 @@ class Observing:
             if isinstance(ad.get("CloudInterruption"), str):
                 n["interruption"] = ad["CloudInterruption"][:120] or "notice"
             if (ad.get("Draining") is True or ad.get("State") == "Drained"
-                    or ad.eval("CloudRetiring") is True):
+                    or ("CloudRetiring" in ad and ad.eval("CloudRetiring") is True)):
                 n["draining"] = True
             if ad.get("State") == "Claimed":
                 n["busy"] += 1
