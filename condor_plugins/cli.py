@@ -90,6 +90,7 @@ def collect(param=None, now: float | None = None) -> dict:
     errors = []
     try:
         listings = prov.listings()  # first: nodes are matched to them
+        prov.resize()  # the entries' sizes, from their instance types (reads only)
         errors += [f"the listing of provider entry {e} failed"
                    for e, listing in sorted(listings.items()) if not listing.ok]
         nodes_ok, nodes = True, {}
@@ -144,7 +145,10 @@ def collect(param=None, now: float | None = None) -> dict:
                                  "listing_ok": listings[e.name].ok,
                                  "enabled": e.enabled and e.name not in disabled,
                                  "priority": e.priority, "cost_per_hour": e.cost_per_hour,
-                                 "spend_per_hour": spend[e.name]}
+                                 "spend_per_hour": spend[e.name], "cpus": e.cpus,
+                                 "memory_mb": e.memory_mb - e.memory_reserve,
+                                 "disk_mb": e.disk_mb,
+                                 "size_unknown": prov.sizes.unsized.get(e.name)}
                         for e in prov.cfg.entries},
             "spend_per_hour": round(sum(spend.values()), 6),
             "budget_per_hour": prov.cfg.budget_per_hour,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from .providers.base import InstanceSpec
 
@@ -84,9 +84,17 @@ KNOBS: Tuple[Knob, ...] = (
          "status).", ENTRY, 0),
     Knob("MAX_BOOTING", "4", "int", "Most instances of an entry requested or booting at "
          "once.", ENTRY, 0),
-    Knob("CPUS", "4", "int", "Cores of one instance (partitionable slot size).", ENTRY, 1),
-    Knob("MEMORY", "8192", "int", "Memory of one instance, MB.", ENTRY, 1),
-    Knob("DISK", "20000", "int", "Scratch disk of one instance, MB.", ENTRY, 0),
+    Knob("CPUS", "auto", "size", "Cores of one instance. auto: the instance type's, as the "
+         "cloud describes it (EC2 DescribeInstanceTypes, the Nova flavor); 4 where the "
+         "provider describes none (local). A number above the type's is capped to it "
+         "(with a warning).", ENTRY, 1),
+    Knob("MEMORY", "auto", "size", "Memory of one instance, MB. auto: the instance type's "
+         "(as for CPUS); 8192 where the provider describes none. A number above the type's is "
+         "capped to it.", ENTRY, 1),
+    Knob("DISK", "auto", "size", "Disk of one instance, MB. auto: the EC2 image's root "
+         "volume, or the Nova flavor's disk; 20000 where the provider describes none. EC2 "
+         "applies a larger number as the root volume's size; on OpenStack a number above "
+         "the flavor's disk is capped to it.", ENTRY, 0),
     Knob("MEMORY_RESERVE", "0", "int", "MB of MEMORY the node's own system uses: the "
          "template ad's Memory is MEMORY less this (a '16 GB' VM reports less to HTCondor).",
          ENTRY, 0),
@@ -172,6 +180,10 @@ def _parse_rate(text: str) -> Optional[float]:
     return None if text.lower() in ("", "none", "unlimited") else _parse_float(text)
 
 
+def _parse_size(text: str) -> Optional[int]:
+    return None if text.lower() == "auto" else _parse_int(text)
+
+
 def _parse_list(text: str) -> Tuple[str, ...]:
     return tuple(w for w in re.split(r"[\s,]+", text) if w)
 
@@ -179,8 +191,12 @@ def _parse_list(text: str) -> Tuple[str, ...]:
 PARSERS: Dict[str, Callable[[str], object]] = {
     "int": _parse_int, "float": _parse_float, "bool": _parse_bool,
     "duration": _parse_duration, "list": _parse_list, "str": str,
-    "limit": _parse_limit, "rate": _parse_rate,
+    "limit": _parse_limit, "rate": _parse_rate, "size": _parse_size,
 }
+
+#: What an ``auto`` CPUS, MEMORY and DISK are where the provider describes no
+#: instance type (local); providers that do describe them: provisioning/sizing.py.
+UNDESCRIBED = {"cpus": 4, "memory_mb": 8192, "disk_mb": 20000}
 
 
 # ------------------------------------------------------------------ config
@@ -215,6 +231,9 @@ class EntryConfig:
     backoff_factor: float
     backoff_max: int
     settings: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: The size fields (cpus, memory_mb, disk_mb) left ``auto``: from the
+    #: instance type once the provider describes it, else UNDESCRIBED.
+    auto: FrozenSet[str] = frozenset()
 
     def spec(self) -> InstanceSpec:
         """The InstanceSpec the provider gets for this entry."""
@@ -296,7 +315,9 @@ def _entry(param: Mapping[str, str], name: str) -> EntryConfig:
         if knob.scope != GLOBAL:
             attr = _ENTRY_FIELDS.get(knob.name, knob.name.lower())
             values[attr] = _value(param, knob, name)
-    return EntryConfig(name=name, settings=_settings(param, name), **values)
+    auto = frozenset(k for k, v in UNDESCRIBED.items() if values[k] is None)
+    values.update((k, UNDESCRIBED[k]) for k in auto)
+    return EntryConfig(name=name, settings=_settings(param, name), auto=auto, **values)
 
 
 def _entry_names(param: Mapping[str, str]) -> Tuple[str, ...]:
@@ -422,6 +443,7 @@ def knobs_markdown() -> str:
         "`CLOUD_PLUGINS_<ENTRY>_<NAME>` is a setting of the entry's provider.",
         "Durations are seconds, or a number with `s`, `m`, `h` or `d`. Types *limit*",
         "(an integer) and *rate* (a number) may be empty, `none` or `unlimited`: no cap.",
+        "Type *size* is a number or `auto`.",
         "An empty value counts as unset.",
         "",
         "| Knob | Scope | Type | Default | Description |",

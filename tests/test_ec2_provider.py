@@ -9,6 +9,7 @@ AWS's; the listing errors use botocore's Stubber.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import socket
 import uuid
@@ -455,3 +456,65 @@ def test_secrets_never_in_messages_or_logs(make, spec, prov, caplog):
     assert "SignatureDoesNotMatch" in text
     assert not [r for r in caplog.records if r.name.startswith("botocore")
                 and r.levelno < logging.INFO]
+
+
+def test_describe_reads_the_type_and_the_image_root_and_a_larger_disk_is_applied(make, ec2,
+                                                                               spec, prov):
+    """Issue 15: the template's size is the instance type's (DescribeInstanceTypes), its
+    disk the image's root volume; a DISK above that is the new root volume's size."""
+    provider = make()
+    kind = provider.describe(spec)
+    assert (kind.name, kind.cpus, kind.memory_mb) == ("t3.micro", 2, 1024) and kind.disk_grows
+    [image] = ec2.describe_images(ImageIds=[spec.image])["Images"]
+    root = [m for m in image["BlockDeviceMappings"] if m["DeviceName"] == image["RootDeviceName"]]
+    assert kind.disk_mb == root[0]["Ebs"]["VolumeSize"] * 1024
+    bigger = dataclasses.replace(spec, disk_mb=kind.disk_mb + 5000)
+    sent = hook(provider, "RunInstances")
+    [inst] = provider.create(bigger, 1, *args(prov))
+    assert params(sent[0])["BlockDeviceMapping.1.Ebs.VolumeSize"] == str(
+        -(-bigger.disk_mb // 1024))
+    volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
+                                             "Values": [inst.id]}])["Volumes"]
+    assert [v["Size"] for v in volumes] == [-(-bigger.disk_mb // 1024)]
+    sent.clear()
+    provider.create(dataclasses.replace(spec, disk_mb=kind.disk_mb), 1, *args(prov))
+    assert not any(k.startswith("BlockDeviceMapping") for k in params(sent[0]))
+    with pytest.raises(ProviderError, match="DescribeInstanceTypes failed: InvalidInstanceType"):
+        provider.describe(dataclasses.replace(spec, instance_type="t3.nosuch"))
+
+
+def test_the_provisioner_sizes_an_auto_entry_from_ec2_and_holds_while_ec2_is_unreachable(
+        spec, prov, moto_url, tmp_path):
+    """The template ad of an entry with CPUS and MEMORY left auto is the instance
+    type's (less MEMORY_RESERVE); while EC2 cannot describe it, the entry holds."""
+    from condor_plugins.provisioning.provisioner import Provisioner
+    from condor_plugins.provisioning.policy import plan
+    from condor_plugins.provisioning.state import Demand, Hold, Listing, ObservedState
+    e = "CLOUD_PLUGINS_EC2EAST_"
+    param = {"CLOUD_PLUGINS_PROVIDERS": "ec2east", "CLOUD_PLUGINS_PROVISIONER_NAME": prov,
+             "COLLECTOR_HOST": POOL, "SPOOL": str(tmp_path),
+             "CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN": "cloud-worker.test",
+             e + "TYPE": "ec2", e + "IMAGE": spec.image, e + "INSTANCE_TYPE": "m5.xlarge",
+             e + "ENDPOINT_URL": moto_url, e + "MEMORY_RESERVE": "384", e + "MAX_ATTEMPTS": "1"}
+    sized = Provisioner(param, state_file=tmp_path / "state.json")
+    try:
+        sized.resize()
+        [entry] = sized.cfg.entries
+        assert (entry.cpus, entry.memory_mb) == (4, 16384) and not sized.sizes.unsized
+        ad = sized.templates["ec2east"]
+        assert (ad["Cpus"], ad["Memory"]) == (4, 16384 - 384)
+        assert ad["Disk"] == entry.disk_mb * 1024 > 0
+    finally:
+        sized.close()
+    down = Provisioner(dict(param, **{e + "ENDPOINT_URL": "http://127.0.0.1:9"}),
+                       state_file=tmp_path / "state2.json")
+    try:
+        down.resize()
+        assert "DescribeInstanceTypes" in down.sizes.unsized["ec2east"]
+        state = ObservedState(listings={"ec2east": Listing(True, ())},
+                              jobs=(Demand(4, 1, 1000, ("ec2east",)),),
+                              unsized=dict(down.sizes.unsized))
+        [hold] = [a for a in plan(state, down.cfg, 1e6).actions if isinstance(a, Hold)]
+        assert hold.key == "sizing" and "cannot reach the EC2 endpoint" in hold.reason
+    finally:
+        down.close()

@@ -473,3 +473,18 @@ def test_quota_error_on_the_cheaper_cloud_moves_its_jobs_to_the_other(two_clouds
         assert prov.stop(proc) == 0
     finally:
         nova.set_instances_quota(10)
+
+
+def test_the_flavor_sizes_the_entry(nova, os_env):
+    """Issue 15: an entry's size is its flavor's, read from real Nova."""
+    from condor_plugins.providers.base import ProviderError
+    from condor_plugins.providers.openstack import OpenStackProvider
+    provider = OpenStackProvider(ENTRY, {"CLOUD": "condor", "NETWORK": "none"})
+    spec = InstanceSpec(ENTRY, "m1.small", "el9-condor-worker", 1, 2048, 0)
+    try:
+        kind = provider.describe(spec)
+        assert (kind.cpus, kind.memory_mb, kind.disk_mb, kind.disk_grows) == (1, 2048, 1024, False)
+        with pytest.raises(ProviderError, match="find flavor 'm1.nosuch' failed: HTTP 404"):
+            provider.describe(InstanceSpec(ENTRY, "m1.nosuch", "el9-condor-worker", 1, 2048, 0))
+    finally:
+        provider.close()

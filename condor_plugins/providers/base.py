@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Mapping, Optional, Sequence
 
 __all__ = [
-    "InstanceState", "InstanceSpec", "Instance", "Provider",
+    "InstanceState", "InstanceSpec", "InstanceType", "Instance", "Provider",
     "ProviderError", "CapacityError", "QuotaError", "AuthError", "TransientError",
     "TAG_POOL", "TAG_PROVISIONER", "TAG_ENTRY", "TAG_REQUEST",
     "owner_tags", "instance_tags", "scrub",
@@ -93,6 +93,18 @@ class InstanceSpec:
     #: Provider-specific settings (``CLOUD_PLUGINS_<ENTRY>_<NAME>`` knobs the
     #: core does not know), keys upper-case.
     settings: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """What one instance of a type really has, as the cloud describes it (0: not said)."""
+    name: str
+    cpus: int
+    memory_mb: int
+    disk_mb: int = 0
+    #: True: a DISK above ``disk_mb`` is applied at create (EC2's root volume
+    #: size); False: ``disk_mb`` is all an instance has (a Nova flavor's disk).
+    disk_grows: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,12 @@ class Provider(abc.ABC):
     def list(self, owner_tags: Mapping[str, str]) -> List[Instance]:
         """Every instance (any state) that carries all ``owner_tags``.  Reads
         only: ``condor_cloud status`` calls it too."""
+
+    def describe(self, spec: InstanceSpec) -> Optional[InstanceType]:
+        """What an instance of ``spec`` has (its instance type and image), read
+        from the cloud; None: the provider cannot tell, the knobs are the size
+        (the default).  Reads only; a failure raises ProviderError."""
+        return None
 
     def housekeeping(self, owner_tags: Mapping[str, str]) -> None:
         """Called by the provisioner after each successful listing (never by

@@ -1,35 +1,11 @@
 """The ``ec2`` provider: instances are EC2 VMs (or any EC2-compatible cloud), via boto3.
 
-Image and instance type come from the entry's ``IMAGE`` and ``INSTANCE_TYPE`` knobs; the
-rest from settings, knobs ``CLOUD_PLUGINS_<ENTRY>_<NAME>`` (an empty value counts as unset):
-
-================== ============ ==============================================================
-Setting            Default      Meaning
-================== ============ ==============================================================
-REGION             us-east-1    EC2 region.
-ENDPOINT_URL       (AWS)        EC2 API endpoint, for an EC2-compatible cloud or a test server.
-PROFILE            (none)       Named boto3 profile; else credentials come from boto3's chain
-                                (environment, ~/.aws, instance role), never from condor config.
-SUBNET_ID          (default)    Subnet of the instances (its VPC and zone).
-SECURITY_GROUP_IDS (default)    Security group ids, comma or space separated.
-KEY_NAME           (none)       EC2 key pair for ssh access.
-INSTANCE_PROFILE   (none)       IAM instance profile: a name, or an ARN (``arn:...``).
-ZONE               (any)        Availability zone (``Placement``); leave unset with SUBNET_ID.
-SPOT               false        true: one-time spot instances, terminated on interruption.
-SPOT_MAX_PRICE     (on-demand)  Highest spot price per hour, USD (only with SPOT).
-MAX_ATTEMPTS       3            Attempts per API call (botocore retries throttling, 5xx...).
-================== ============ ==============================================================
-
-Instances get the provisioner's tags plus ``Name`` (instance and volumes),
-``InstanceInitiatedShutdownBehavior=terminate`` (the idle shutdown's poweroff must end
-the billing), IMDSv2 with a hop limit of 1 (the metadata service, which
-serves the user data and so the node's token, is out of reach of containers;
-contextualisation also firewalls it from non-root processes) and a
-``ClientToken`` from the request token, so a retried RunInstances
-cannot launch twice; a create whose request token already has instances returns them
-(for clouds that ignore ClientToken).  A stopping or stopped instance (a node that
-powered itself off with ``shutdown``) is STOPPED, so the provisioner terminates it.  Messages hold no credentials or user data; botocore's DEBUG
-log (request bodies, so the node's token) is capped at INFO unless a level was set.
+IMAGE and INSTANCE_TYPE are entry knobs; the settings (REGION, ENDPOINT_URL, PROFILE,
+SUBNET_ID, SECURITY_GROUP_IDS, KEY_NAME, INSTANCE_PROFILE, ZONE, SPOT, SPOT_MAX_PRICE,
+MAX_ATTEMPTS) and what instances get (tags, IMDSv2 with one hop, a root volume of DISK, a
+ClientToken so a retry never launches twice): docs/knobs-ec2.md.  Credentials come from
+boto3's chain, never from condor config; messages hold no credentials or user data, and
+botocore's DEBUG log (request bodies, so the node's token) is capped at INFO.
 """
 
 from __future__ import annotations
@@ -45,17 +21,17 @@ import boto3
 from botocore import exceptions as bex
 from botocore.config import Config
 
-from ..config import PARSERS, ConfigError
+from ..config import PARSERS
 from .base import (TAG_ENTRY, TAG_REQUEST, AuthError, CapacityError, Instance, InstanceSpec,
-                   InstanceState, Provider, ProviderError, QuotaError, TransientError)
+                   InstanceState, InstanceType, Provider, ProviderError, QuotaError,
+                   TransientError)
 
 log = logging.getLogger(__name__)
 
 USER_DATA_MAX = 16384  # bytes, before base64 (EC2 limit)
 STATES = {"pending": InstanceState.PENDING, "running": InstanceState.RUNNING,
-          "stopping": InstanceState.STOPPED, "stopped": InstanceState.STOPPED,
-          "shutting-down": InstanceState.STOPPING,
-          "terminated": InstanceState.TERMINATED}
+          "stopping": InstanceState.STOPPED, "stopped": InstanceState.STOPPED,  # powered off
+          "shutting-down": InstanceState.STOPPING, "terminated": InstanceState.TERMINATED}
 AUTH = set("AuthFailure UnauthorizedOperation InvalidClientTokenId SignatureDoesNotMatch "
            "ExpiredToken RequestExpired IncompleteSignature MissingAuthenticationToken "
            "InvalidAccessKeyId OptInRequired Blocked AccessDenied".split())
@@ -114,11 +90,11 @@ class EC2Provider(Provider):
         s = {k: str(v).strip() for k, v in self.settings.items() if str(v).strip()}
         self.region, self.endpoint_url, self.profile = (
             s.get("REGION", "us-east-1"), s.get("ENDPOINT_URL"), s.get("PROFILE"))
-        self.spot = bool(self._parse(s, "SPOT", "bool", "false"))
-        self.spot_max_price = self._parse(s, "SPOT_MAX_PRICE", "float", "") and s["SPOT_MAX_PRICE"]
+        self.spot = self.setting("SPOT", "bool", "false")
+        self.spot_max_price = self.setting("SPOT_MAX_PRICE", "rate", "") and s["SPOT_MAX_PRICE"]
         if self.spot_max_price and not self.spot:
             log.warning("Provider entry %s: SPOT_MAX_PRICE is ignored, SPOT is false", entry)
-        self.max_attempts = max(1, int(self._parse(s, "MAX_ATTEMPTS", "int", "3")))
+        self.max_attempts = max(1, self.setting("MAX_ATTEMPTS", "int", "3"))
         profile, zone, groups = (s.get(k) for k in ("INSTANCE_PROFILE", "ZONE",
                                                      "SECURITY_GROUP_IDS"))
         opts = {"InstanceInitiatedShutdownBehavior": "terminate", "SubnetId": s.get("SUBNET_ID"),
@@ -136,15 +112,9 @@ class EC2Provider(Provider):
         self.options: Dict[str, object] = {k: v for k, v in opts.items() if v}
         self._session = self._ec2 = None
         self._created: Dict[str, float] = {}  # id -> when this object launched it
+        self._roots: Dict[str, tuple] = {}     # image -> (root device, its size in GiB)
         for logger in map(logging.getLogger, ("botocore", "boto3", "urllib3")):
             logger.setLevel(logger.level or logging.INFO)  # DEBUG logs request bodies
-
-    def _parse(self, s: Mapping[str, str], name: str, kind: str, default: str):
-        try:
-            return PARSERS[kind](s.get(name, default)) if s.get(name, default) else None
-        except ValueError as err:
-            raise ConfigError(f"CLOUD_PLUGINS_{self.entry.upper()}_{name} = {s[name]!r}: "
-                              f"{err}") from None
 
     def _client(self):
         if self._ec2 is None:
@@ -201,6 +171,25 @@ class EC2Provider(Provider):
                     out.extend(to_instance(i, self.entry) for i in reservation["Instances"])
         return out
 
+    def _root(self, image: str) -> tuple:
+        """The image's root device name and volume size (GiB), cached."""
+        if image not in self._roots:
+            with self._api("DescribeImages") as ec2:
+                found = ec2.describe_images(ImageIds=[image]).get("Images") or [{}]
+            dev = found[0].get("RootDeviceName") or ""
+            ebs = [m.get("Ebs") or {} for m in found[0].get("BlockDeviceMappings") or []
+                   if m.get("DeviceName") == dev]
+            self._roots[image] = (dev, int((ebs or [{}])[0].get("VolumeSize") or 0))
+        return self._roots[image]
+
+    def describe(self, spec: InstanceSpec) -> Optional[InstanceType]:
+        with self._api("DescribeInstanceTypes") as ec2:
+            info = ec2.describe_instance_types(InstanceTypes=[spec.instance_type])["InstanceTypes"]
+        cpus = int((info[0].get("VCpuInfo") or {}).get("DefaultVCpus") or 0) if info else 0
+        memory = int((info[0].get("MemoryInfo") or {}).get("SizeInMiB") or 0) if info else 0
+        return InstanceType(spec.instance_type, cpus, memory,
+                            self._root(spec.image)[1] * 1024, disk_grows=True)
+
     def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
                user_data: str, request_token: str) -> List[Instance]:
         where, size = f"ec2 entry {self.entry}", len((user_data or "").encode())
@@ -222,6 +211,10 @@ class EC2Provider(Provider):
                        MinCount=count, MaxCount=count, ClientToken=client_token(request_token),
                        TagSpecifications=[{"ResourceType": r, "Tags": tag_list}
                                           for r in ("instance", "volume")])
+        dev, gib = self._root(spec.image)
+        if dev and spec.disk_mb > gib * 1024:   # DISK applied: a bigger root volume
+            request["BlockDeviceMappings"] = [{"DeviceName": dev, "Ebs": {
+                "VolumeSize": -(-spec.disk_mb // 1024), "DeleteOnTermination": True}}]
         if user_data:
             request["UserData"] = user_data  # botocore base64-encodes it
         with self._api("RunInstances") as ec2:

@@ -24,8 +24,8 @@ from openstack import config as os_config, exceptions as os_exc
 
 from ..config import PARSERS, ConfigError
 from .base import (TAG_ENTRY, TAG_POOL, TAG_REQUEST, AuthError, CapacityError, Instance,
-                   InstanceSpec, InstanceState, Provider, ProviderError, QuotaError,
-                   TransientError, scrub)
+                   InstanceSpec, InstanceState, InstanceType, Provider, ProviderError,
+                   QuotaError, TransientError, scrub)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class OpenStackProvider(Provider):
     def __init__(self, entry: str, settings: Mapping[str, str]):
         super().__init__(entry, settings)
         s = {k: str(v).strip() for k, v in self.settings.items() if str(v).strip()}
-        self.max_attempts = max(1, self.setting("MAX_ATTEMPTS", "int", "3"))
-        self.timeout = max(1.0, self.setting("TIMEOUT", "float", "30"))
+        self.max_attempts, self.timeout = (max(1, self.setting("MAX_ATTEMPTS", "int", "3")),
+                                           max(1.0, self.setting("TIMEOUT", "float", "30")))
         self.api_version = v = s.get("API_VERSION", "auto")
         if v != "auto" and not (re.fullmatch(r"2\.\d+", v) and API_MIN_VERSION
                                 <= api_versions.APIVersion(v) <= API_MAX_VERSION):
@@ -84,8 +84,7 @@ class OpenStackProvider(Provider):
         self.network, self.key_name, self.zone, groups = (s.get(k) for k in (
             "NETWORK", "KEY_NAME", "AVAILABILITY_ZONE", "SECURITY_GROUPS"))
         self.security_groups = list(PARSERS["list"](groups)) if groups else None
-        self.conf, self.source = self._credentials(
-            s.get("CLOUD") or os.environ.get("OS_CLOUD"), s.get("REGION"))
+        self.conf, self.source = self._credentials(s.get("CLOUD") or os.environ.get("OS_CLOUD"), s.get("REGION"))
         self.region, self.interface = self.conf.region_name, self.conf.get_interface("compute")
         self.endpoint_override = s.get("ENDPOINT_OVERRIDE") or self.conf.get_endpoint("compute")
         self._secrets = [str(v) for k, v in (self.conf.config.get("auth") or {}).items() if k in SECRETS]
@@ -104,14 +103,12 @@ class OpenStackProvider(Provider):
         try:
             loader = os_config.OpenStackConfig(app_name="condor-plugins", config_files=list(
                 os_config.loader.CONFIG_FILES), secure_files=list(os_config.loader.SECURE_FILES))
-            conf = loader.get_one(cloud=cloud or None, region_name=region or None,
-                                  api_timeout=self.timeout)
+            conf = loader.get_one(cloud=cloud or None, region_name=region or None, api_timeout=self.timeout)
             conf.get_auth()
         except (os_exc.ConfigException, kex.NoMatchingPlugin, kex.MissingRequiredOptions,
                 KeyError, OSError, yaml.YAMLError) as err:
             where = f"{self.knob('CLOUD')} = {cloud!r}" if cloud else source
-            raise ConfigError(f"openstack entry {self.entry}: {where}: {type(err).__name__}: "
-                              f"{scrub(str(err))}") from None
+            raise ConfigError(f"openstack entry {self.entry}: {where}: {type(err).__name__}: {scrub(str(err))}") from None
         return conf, source + (f" of {loader.config_filename}" if cloud else "")
 
     def _call(self, op: str, fn):
@@ -172,6 +169,10 @@ class OpenStackProvider(Provider):
         return self._refs.get((kind, value)) or self._refs.setdefault(
             (kind, value), self._call(f"find {kind} {value!r}", lookup))
 
+    def describe(self, spec: InstanceSpec) -> Optional[InstanceType]:   # the flavor (disk 0: unsaid)
+        f = self._call("show flavor", lambda n, i=self._ref("flavor", spec.instance_type): n.flavors.get(i))
+        return InstanceType(spec.instance_type, int(f.vcpus or 0), int(f.ram or 0), int(f.disk or 0) * 1024)
+
     def list(self, match: Mapping[str, str], name: str = "^condor-") -> List[Instance]:
         """Ours: Nova filters by ``name`` (a regex) and from 2.52 by tags (plus untagged
         servers of older versions), then metadata here.  Lists omit faults: GET those."""
@@ -225,8 +226,7 @@ class OpenStackProvider(Provider):
         except ProviderError:
             self._refs.clear()   # an image or flavour may have been replaced
             raise
-        if isinstance(server, list):   # a retry of a request that got through
-            log.info("openstack entry %s: request %s already launched", self.entry, request_token)
+        if isinstance(server, list):   # a retry of a request that got through: its servers
             return server
         return self._request(request_token) or [
             Instance(server.id, self.entry, _S.PENDING, time.time(), tags)]

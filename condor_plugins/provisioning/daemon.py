@@ -15,15 +15,9 @@ from typing import List, Mapping, Optional
 
 from .. import config as config_mod
 from ..providers import ProviderNotFound
+from .state import as_int
 
 log = logging.getLogger("condor_plugins.provisioning.provisioner")
-
-
-def _int(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 class _CondorFormatter(logging.Formatter):
@@ -66,9 +60,9 @@ def setup_logging(param: Mapping[str, str], debug: bool = False) -> None:
     if os.environ.get("CONDOR_INHERIT"):  # started by condor_master
         path = param.get("CLOUD_PROVISIONER_LOG") or os.path.join(
             param.get("LOG") or ".", "CloudProvisionerLog")
-        size = _int(param.get("MAX_CLOUD_PROVISIONER_LOG") or param.get("MAX_DEFAULT_LOG"),
+        size = as_int(param.get("MAX_CLOUD_PROVISIONER_LOG") or param.get("MAX_DEFAULT_LOG"),
                     10 * 1024 * 1024)
-        keep = _int(param.get("MAX_NUM_CLOUD_PROVISIONER_LOG")
+        keep = as_int(param.get("MAX_NUM_CLOUD_PROVISIONER_LOG")
                     or param.get("MAX_NUM_DEFAULT_LOG"), 1)
         handler = _CondorLogHandler(path, maxBytes=max(size, 0), backupCount=max(keep, 1))
     else:

@@ -9,7 +9,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from .demand import held_back, transparent
-from .state import Demand, JobGroup
+from .state import Demand, JobGroup, as_int
 
 __all__ = ["GROUP_BY", "UNCLUSTERED_ONE_BY_ONE", "NOT_ON_NODES", "WAITING", "NOT_NEGOTIATED",
            "idle_shapes", "per_entry"]
@@ -22,13 +22,6 @@ GROUP_BY = ["JobStatus", "JobUniverse", "RequestCpus", "RequestMemory", "Request
 UNCLUSTERED_ONE_BY_ONE = 2000
 #: Universes a cloud node never runs (scheduler, local).
 NOT_ON_NODES = (7, 12)
-
-
-def _int(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 #: Why idle jobs are left out of demand (observe's wording, also in status).
@@ -58,14 +51,15 @@ def idle_shapes(schedd, templates=(), twins=(), burst_delay: float = 0,
     for row in counts:
         if row.get("JobStatus") != 1 or row.get("JobUniverse") in NOT_ON_NODES:
             continue
-        count, cid = _int(row.get("JobCount"), 0), row.get("AutoClusterId")
+        count, cid = as_int(row.get("JobCount"), 0), row.get("AutoClusterId")
         if cid not in clusters:
             unclustered += count
             continue
         idle[cid] = idle.get(cid, 0) + count
         reason = row.get("LastRejMatchReason")
         if isinstance(reason, str) and reason:
-            rejected.setdefault(cid, {})[reason] = rejected.setdefault(cid, {}).get(reason, 0) + count
+            seen = rejected.setdefault(cid, {})
+            seen[reason] = seen.get(reason, 0) + count
     out, waiting = [], []
     for cid, count in sorted(idle.items()):
         reasons = rejected.get(cid, {})
@@ -98,7 +92,7 @@ def idle_shapes(schedd, templates=(), twins=(), burst_delay: float = 0,
         # already counted above are not counted twice).
         rows = schedd.query("true", GROUP_BY + ["AutoClusterId"],
                             opts=htcondor2.QueryOpt.GroupBy)
-        return out + [fresh(r, _int(r.get("JobCount"), 0)) for r in rows
+        return out + [fresh(r, as_int(r.get("JobCount"), 0)) for r in rows
                       if r.get("JobStatus") == 1 and r.get("JobUniverse") not in NOT_ON_NODES
                       and r.get("AutoClusterId") not in clusters]
     known = ", ".join(str(int(i)) for i in clusters if isinstance(i, int))

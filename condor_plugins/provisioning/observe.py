@@ -6,6 +6,7 @@ schedd queues and histories).  Functions of HTCondor handles; no state."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Dict, Iterable, Mapping, Optional, Set, Tuple
 
 from ..config import EntryConfig, ProvisionerConfig
@@ -15,7 +16,7 @@ from .idlejobs import (GROUP_BY, NOT_NEGOTIATED, NOT_ON_NODES, UNCLUSTERED_ONE_B
                        WAITING, idle_shapes, per_entry)
 from .explain import first_failure, never_cloud, unmatched_key
 from .policy import evidence_wanted
-from .state import JobGroup, Listing, NodeInfo, ObservedState
+from .state import JobGroup, Listing, NodeInfo, ObservedState, as_int
 
 log = logging.getLogger("condor_plugins.provisioning.provisioner")
 
@@ -30,13 +31,6 @@ SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudRequestID", "CloudPr
               "CloudInterruption"]
 #: How many jobs that ran on an instance the evidence of its join counts, at most.
 EVIDENCE_JOBS = 10
-
-
-def _int(value, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, str]):
@@ -254,8 +248,8 @@ class Observing:
             if ad.get("State") == "Claimed":
                 n["busy"] += 1
             elif not ad.get("DynamicSlot"):
-                n["cpus"] += _int(ad.get("Cpus"), 0)
-                n["memory"] += _int(ad.get("Memory"), 0)
+                n["cpus"] += as_int(ad.get("Cpus"), 0)
+                n["memory"] += as_int(ad.get("Memory"), 0)
             if ad.get("PartitionableSlot") or iid not in slot_ads:
                 slot_ads[iid] = ad
         self._slot_ads = slot_ads
@@ -311,7 +305,16 @@ class Observing:
                                  if TAG_REQUEST in i.tags)
         return listings
 
+    def resize(self) -> None:
+        """The entries sized from their instance types (sizing.py), and their
+        template ads rebuilt when a size changed."""
+        entries = self.sizes.apply(self.knobs.entries, self.providers)
+        if entries != self.cfg.entries:
+            self.cfg = replace(self.knobs, entries=entries)
+            self.templates = {e.name: template_ad(e, self.cfg, self.param) for e in entries}
+
     def observe(self) -> ObservedState:
+        self.resize()
         reached, (rows, running, failed) = self._observe("schedd(s)", self.schedds,
                                                          ([], {}, ["all"]))
         listings = self.listings()
@@ -327,7 +330,7 @@ class Observing:
                              nodes=nodes, nodes_ok=nodes_ok, collector_started=started,
                              outcomes=tuple(self.failures), requests=dict(self.requests),
                              join_evidence=evidence, evidence_ok=evidence_ok,
-                             mismatch=mismatch)
+                             mismatch=mismatch, unsized=dict(self.sizes.unsized))
 
     def real_slot_ads(self) -> Dict[str, object]:
         """Entry -> the whole-node slot ad of one of its joined nodes (the

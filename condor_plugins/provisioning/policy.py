@@ -52,7 +52,7 @@ from .scaleup import scale_up
 from ..providers.base import InstanceState
 from .state import (BOOTING_PHASES, Action, Backoff, Drain, Hold,
                     InstanceRecord, Launched, LaunchFailed, Listing, NodeInfo, ObservedState,
-                    Outcome, Phase, Plan, Terminate)
+                    Outcome, Phase, Plan, Terminate, age)
 
 __all__ = ["plan", "fold_launches", "backoff_delay", "evidence_wanted", "INTERRUPTED",
            "NODE_DRAINING"]
@@ -99,10 +99,6 @@ def evidence_wanted(records: Mapping[str, InstanceRecord],
 def plan(state: ObservedState, cfg: ProvisionerConfig, now: float) -> Plan:
     """Decide one cycle.  See the module docstring for the rules."""
     return _Cycle(state, cfg, now).run()
-
-
-def _age(seconds: float) -> str:
-    return f"{seconds:.0f}s"
 
 
 #: A node that joined and idled while jobs its template matched (but it does
@@ -152,13 +148,15 @@ class _Cycle:
             # provisioned for once, on the best entry that may start nodes.
             actions, self.allocation = scale_up(self.cfg, self.records, self._node,
                                                 self.state.idle_jobs(), backoff, self.now,
-                                                unlisted)
+                                                unlisted, self.state.unsized)
             self.actions += actions
         else:
             for entry in self.cfg.entries:
                 self.actions.append(
                     Hold(entry.name, "no create: the provider listing failed", "listing")
                     if entry.name in unlisted else
+                    Hold(entry.name, f"no create: size unknown: {self.state.unsized[entry.name]}",
+                         "sizing") if entry.name in self.state.unsized else
                     Hold(entry.name, "no create: the collector query failed (free capacity "
                                      "unknown)", "collector"))
         return Plan(tuple(self.actions), dict(sorted(self.records.items())), backoff,
@@ -233,7 +231,7 @@ class _Cycle:
             for rid, inst in sorted(self.listed.get(name, {}).items()):
                 if rid not in records and inst.entry == name and inst.state in live:
                     launched = "" if inst.launch_time is None else \
-                        f", launched {_age(self.now - inst.launch_time)} ago"
+                        f", launched {age(self.now - inst.launch_time)} ago"
                     out[rid] = InstanceRecord(rid, name, Phase.BOOTING, since=self.now,
                                               created=self.now,
                                               reason=f"adopted from the provider listing{launched}")
@@ -320,7 +318,7 @@ class _Cycle:
             if waited < entry.request_timeout:
                 self._keep(rec)
             else:
-                self._terminate(rec, f"not in the provider listing {_age(waited)} after the "
+                self._terminate(rec, f"not in the provider listing {age(waited)} after the "
                                      "request", failure=not self._joined_anyway(rec),
                                 needs_collector=False)
         elif rec.phase in BOOTING_PHASES:
@@ -361,7 +359,7 @@ class _Cycle:
             self.joined_entries.add(rec.entry)
             self._update_joined(replace(rec, joined=self.now, reason="joined"), entry, node)
         elif self.absence_trusted and self.now - rec.created >= entry.join_timeout:
-            self._terminate(rec, f"did not join the pool within {_age(entry.join_timeout)}",
+            self._terminate(rec, f"did not join the pool within {age(entry.join_timeout)}",
                             failure=True)
         else:
             self._keep(rec)
@@ -379,7 +377,7 @@ class _Cycle:
             self._keep(rec)
             return
         since = rec.missing_since if rec.missing_since is not None else self.now
-        absent = f"not in the collector for {_age(self.now - since)}"
+        absent = f"not in the collector for {age(self.now - since)}"
         rec = replace(rec, missing_since=since)
         if self.now - since < entry.lost_timeout:
             self._keep(rec, reason=f"{rec.phase}, {absent}")
@@ -396,7 +394,7 @@ class _Cycle:
             self._keep(rec, reason=f"{rec.phase}, {absent}, but the schedds show {running} "
                                    "job(s) running there")
         else:
-            self._terminate(rec, f"lost: {absent} (LOST_TIMEOUT {_age(entry.lost_timeout)}) "
+            self._terminate(rec, f"lost: {absent} (LOST_TIMEOUT {age(entry.lost_timeout)}) "
                                  "and no schedd shows a job running there", lost=True)
 
     def _update_joined(self, rec: InstanceRecord, entry: EntryConfig, node: NodeInfo) -> None:
@@ -426,16 +424,16 @@ class _Cycle:
             why = (f"{fitting} idle job(s) fit here (waiting for the negotiator)"
                    if self.state.demand_ok else "demand is unknown (a schedd query failed): "
                    "waiting up to 3x IDLE_TIMEOUT")
-            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}, but {why}")
+            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {age(idle)}, but {why}")
         elif idle >= entry.idle_timeout:
-            reason = f"idle for {_age(idle)} (IDLE_TIMEOUT {_age(entry.idle_timeout)})"
+            reason = f"idle for {age(idle)} (IDLE_TIMEOUT {age(entry.idle_timeout)})"
             done = self._destroy(rec, Drain(rec.entry, rec.id, reason), Phase.DRAINING, reason)
             mismatch = self.state.mismatch.get(rec.entry)
             if done and mismatch and rec.last_busy is None and node.last_busy is None:
                 # The churn brake: it was started for jobs that do not match it.
                 self._failure(rec.entry, f"{rec.id} {CHURN_REASON}: {mismatch}")
         else:
-            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {_age(idle)}")
+            self._keep(rec, phase=Phase.IDLE, reason=f"idle for {age(idle)}")
 
     def _fitting_jobs(self, entry: EntryConfig, node: NodeInfo) -> int:
         """Idle jobs of ``entry``'s demand that fit in ``node``'s free resources
@@ -457,7 +455,7 @@ class _Cycle:
         if node.draining:
             self._terminate(rec, "drained, no job left")
         elif waited >= entry.drain_timeout:
-            self._terminate(rec, f"no job, not reporting draining after {_age(waited)}")
+            self._terminate(rec, f"no job, not reporting draining after {age(waited)}")
         else:
             self._keep(rec)
 

@@ -33,6 +33,7 @@ from . import commands as commands_mod
 from .act import AD_TYPE, Acting
 from .explain import Reasons
 from .observe import Observing, template_ad
+from .sizing import Sizes
 from .policy import INTERRUPTED, NODE_DRAINING, plan as plan_cycle
 from ..providers import provider_class
 from ..providers.base import Provider
@@ -64,6 +65,7 @@ class Provisioner(Observing, Acting):
             import htcondor2
             param = htcondor2.param
         self.providers: Dict[str, Provider] = {}
+        self.sizes = Sizes()  # the entries' instance types, described by the clouds
         self._configure(param, providers)
         spool = param.get("SPOOL") or "."
         self.state_file = Path(state_file or Path(spool) / "cloud_plugins"
@@ -113,7 +115,8 @@ class Provisioner(Observing, Acting):
                     providers[e.name] = provider_class(e.type, e.name)(e.name, e.settings)
         templates = {e.name: template_ad(e, cfg, param) for e in cfg.entries}
         dropped = [p for name, p in self.providers.items() if providers.get(name) is not p]
-        self.param, self.cfg, self.token_domain = param, cfg, token_domain
+        self.param, self.cfg, self.knobs, self.token_domain = param, cfg, cfg, token_domain
+        self.sizes.reset()  # described again in the next observation
         self.collector_host = param.get("COLLECTOR_HOST") or ""
         self.providers, self.templates = dict(providers), templates
         for provider in dropped:

@@ -4,7 +4,8 @@ that calls it (``policy._Cycle``) and the simulator and ``condor_cloud plan``
 that reuse it.
 
 An entry may start no node while it is disabled, backing off, waiting for its
-probe instance, at MAX_INSTANCES or MAX_BOOTING, or its listing failed; the
+probe instance, at MAX_INSTANCES or MAX_BOOTING, its listing failed or its
+instance type could not be described (sizing.py); the
 jobs it would have taken spill to the next entry that matched them.  The
 global caps (CLOUD_PLUGINS_MAX_INSTANCES, MAX_CORES, BUDGET_PER_HOUR) count
 every instance not gone, of every entry, booting or running.
@@ -17,13 +18,9 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 from ..config import EntryConfig, ProvisionerConfig
 from .allocation import Allocation, Limits, Offer, allocate
 from .state import (ACTIVE_PHASES, BOOTING_PHASES, Action, Backoff, Create, Demand, Hold,
-                    InstanceRecord, NodeInfo, Phase)
+                    InstanceRecord, NodeInfo, Phase, age)
 
 __all__ = ["scale_up", "spend_per_hour", "global_limits"]
-
-
-def _age(seconds: float) -> str:
-    return f"{seconds:.0f}s"
 
 
 def spend_per_hour(records: Iterable[InstanceRecord],
@@ -57,7 +54,7 @@ def _blocked(entry: EntryConfig, backoff: Optional[Backoff], booting: int, room:
     if not entry.enabled:
         return "entry disabled", "disabled", 0, ""
     if backoff is not None and now < backoff.until:
-        return (f"backing off for {_age(backoff.until - now)} after {backoff.failures} "
+        return (f"backing off for {age(backoff.until - now)} after {backoff.failures} "
                 f"failure(s): {backoff.reason}", "backoff", 0, "")
     note = ""
     if backoff is not None and backoff.failures > 0:
@@ -73,10 +70,12 @@ def _blocked(entry: EntryConfig, backoff: Optional[Backoff], booting: int, room:
 def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
              node_of: Callable[[str], Optional[NodeInfo]], jobs: Iterable[Demand],
              backoff: Mapping[str, Backoff], now: float,
-             unlisted: Iterable[str] = ()) -> Tuple[List[Action], Allocation]:
+             unlisted: Iterable[str] = (),
+             unsized: Mapping[str, str] = {}) -> Tuple[List[Action], Allocation]:
     """The creates (and holds) of one cycle.  ``records``: this cycle's
     records; ``node_of``: an instance's collector view (None if unknown);
-    ``unlisted``: entries whose listing failed (no create, capacity kept)."""
+    ``unlisted``: entries whose listing failed (no create, capacity kept);
+    ``unsized``: entries whose size is unknown, and why (no create)."""
     unlisted = set(unlisted)
     actions: List[Action] = []
     offers, shown = [], {}
@@ -95,6 +94,9 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
         if entry.name in unlisted:
             why, key, room, note = "the provider listing failed", "listing", 0, ""
             actions.append(Hold(entry.name, "no create: the provider listing failed", key))
+        elif entry.name in unsized:
+            why, key, room, note = f"size unknown: {unsized[entry.name]}", "sizing", 0, ""
+            actions.append(Hold(entry.name, f"no create: {why}", key))
         else:
             why, key, room, note = _blocked(entry, backoff.get(entry.name), booting, room,
                                             len(mine), now)
@@ -106,7 +108,7 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
     for entry in cfg.entries:
         wanted = alloc.wanted.get(entry.name, 0)
         why, key, note, exist, booting, own = shown[entry.name]
-        if wanted == 0 or key == "listing":
+        if wanted == 0 or key in ("listing", "sizing"):
             continue
         msg = (f"{alloc.asked.get(entry.name, 0)} idle job(s) need {wanted} more node(s) of "
                f"{entry.cpus} cpus/{max(0, entry.memory_mb - entry.memory_reserve)} MB "

@@ -39,6 +39,19 @@ JOINED_PHASES = frozenset({Phase.IDLE, Phase.BUSY, Phase.DRAINING})
 ACTIVE_PHASES = frozenset(Phase) - {Phase.GONE}
 
 
+def as_int(value, default: int) -> int:
+    """``value`` as an int (ad attributes may be missing or of any type)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def age(seconds: float) -> str:
+    """A duration for messages: ``42s``."""
+    return f"{seconds:.0f}s"
+
+
 @dataclass(frozen=True)
 class InstanceRecord:
     """What the provisioner remembers about one instance between cycles."""
@@ -156,6 +169,9 @@ class ObservedState:
     #: Entry -> idle jobs its template matched but its joined node does not,
     #: and the attributes that fail (the churn brake's evidence).
     mismatch: Mapping[str, str] = field(default_factory=dict)
+    #: Entry -> why its size is unknown (a size left auto whose instance type
+    #: the cloud did not describe): it starts no instance (sizing.py).
+    unsized: Mapping[str, str] = field(default_factory=dict)
 
     def idle_jobs(self) -> Tuple[Demand, ...]:
         if self.jobs is not None:
