@@ -12,7 +12,8 @@ the provisioner; it reaches only the central manager's address, 198.18.0.1,
 and serves its own metadata endpoint at 169.254.169.254.
 
 The instance id reaches the VM through its datasource (NoCloud meta-data) and
-its metadata endpoint. An instance the API reports gone is destroyed; a VM
+its metadata endpoint. A VM has its instance type's cores and memory, less
+what a guest kernel keeps (1/32): its HTCondor sees those, not the host's. An instance the API reports gone is destroyed; a VM
 that powers itself off is terminated through the API (EC2's
 ``InstanceInitiatedShutdownBehavior=terminate``) or set SHUTOFF (Nova).
 """
@@ -56,6 +57,13 @@ class EC2Api:
                                                else "gone")
         return out
 
+    def hardware(self, iid: str):
+        """(cores, memory MB) of the instance's type, as EC2 describes it."""
+        [res] = self.client.describe_instances(InstanceIds=[iid])["Reservations"]
+        kind = res["Instances"][0]["InstanceType"]
+        [info] = self.client.describe_instance_types(InstanceTypes=[kind])["InstanceTypes"]
+        return info["VCpuInfo"]["DefaultVCpus"], info["MemoryInfo"]["SizeInMiB"]
+
     def user_data(self, iid: str) -> str:
         attr = self.client.describe_instance_attribute(InstanceId=iid, Attribute="userData")
         value = (attr.get("UserData") or {}).get("Value") or ""
@@ -72,7 +80,7 @@ class VM:
     """One test VM (dev/vmhost): boot, state, power off, inspect its disk."""
 
     def __init__(self, base: Path, name: str, user_data: str, instance_id: str,
-                 hostname: str):
+                 hostname: str, hardware=None):
         self.dir = Path(tempfile.mkdtemp(prefix=f"{name[-12:]}-", dir=base))
         self.dir.chmod(0o755)
         self.hostname = hostname
@@ -80,7 +88,9 @@ class VM:
         _write(self.dir / "user-data", user_data, 0o600)
         _write(self.dir / "meta-data",
                f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n", 0o644)
-        _write(self.dir / "boot.json", json.dumps({"hostname": hostname}), 0o644)
+        cpus, memory = hardware or (0, 0)
+        _write(self.dir / "boot.json", json.dumps(
+            {"hostname": hostname, "cpus": cpus, "memory_mb": memory - memory // 32}), 0o644)
         self.serve("latest/meta-data/instance-id", instance_id)
 
     def _vmhost(self, *args: str) -> str:
@@ -201,7 +211,7 @@ class Hypervisor:
         learned = ("uuid-" + iid.replace("i-", "")[-12:] if self.datasource == "foreign"
                    else iid)
         hostname = "vm-" + "".join(c if c.isalnum() else "-" for c in iid.lower())[:40]
-        vm = VM(self.state_dir, iid, text, learned, hostname)
+        vm = VM(self.state_dir, iid, text, learned, hostname, self.api.hardware(iid))
         self.booted[iid] = vm
         self.user_data[iid] = text
         self.node_ids[iid] = hostname

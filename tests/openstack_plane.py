@@ -113,6 +113,11 @@ class RealNovaApi:
     def user_data(self, sid: str) -> str:
         return self.plane.user_data(sid)
 
+    def hardware(self, sid: str):
+        """(cores, memory MB) of the server's flavor (embedded from 2.47)."""
+        flavor = self.plane.admin.servers.get(sid).to_dict()["flavor"]
+        return flavor["vcpus"], flavor["ram"]
+
     def powered_off(self, sid: str) -> None:
         self.plane.admin.servers.stop(sid)   # Nova keeps a shut-off server: SHUTOFF
 

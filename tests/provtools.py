@@ -202,11 +202,11 @@ def vm_timing(base: Path) -> Path:
     return conf.parents[2]
 
 
-def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None):
+def submit(pool, tmp_path, count, seconds, cpus=1, requirements=None, memory=64):
     tmp_path.chmod(0o777)
     desc = {
         "executable": "/bin/sleep", "arguments": str(seconds), "request_cpus": str(cpus),
-        "request_memory": "64", "request_disk": "1000", "should_transfer_files": "IF_NEEDED",
+        "request_memory": str(memory), "request_disk": "1000", "should_transfer_files": "IF_NEEDED",
         "log": str(tmp_path / "job.log"), "MY.CloudMode": '"cloud"'}
     if requirements:
         desc["requirements"] = requirements

@@ -334,12 +334,13 @@ class Observing:
 
     def real_slot_ads(self) -> Dict[str, object]:
         """Entry -> the whole-node slot ad of one of its joined nodes (the
-        oldest), to match its jobs against what its VMs really are."""
+        oldest; one that just joined counts at once, so the cycle that sees its
+        join plans with it), to match its jobs against what its VMs really are."""
         import classad2
         import htcondor2
         out = {}
-        joined = sorted((rec.joined, iid, rec.entry) for iid, rec in self.records.items()
-                        if rec.joined is not None and iid in self._slot_ads)
+        joined = sorted((rec.joined if rec.joined is not None else float("inf"), iid, rec.entry)
+                        for iid, rec in self.records.items() if iid in self._slot_ads)
         for _, iid, entry in joined:
             if entry in out or entry not in self.templates:
                 continue

@@ -75,7 +75,8 @@ class Sizes:
             key = (entry.name, entry.type, entry.instance_type, entry.image)
             if key not in self._known and entry.name in providers:
                 try:
-                    self._known[key] = found = providers[entry.name].describe(entry.spec())
+                    describe = getattr(providers[entry.name], "describe", None)   # optional
+                    self._known[key] = found = describe(entry.spec()) if describe else None
                 except ProviderError as err:
                     failed[entry.name] = why = (
                         f"instance type {entry.instance_type or '(unset)'} not described "
