@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import tempfile
 import threading
@@ -166,7 +167,8 @@ class Hypervisor:
         self.datasource = datasource
         self.booted: Dict[str, VM] = {}              # id -> its VM
         self.user_data: Dict[str, str] = {}          # id -> what it booted from
-        self.node_ids: Dict[str, str] = {}           # id -> the VM's host name
+        self.node_ids: Dict[str, str] = {}           # id -> its daemons' name (the request id)
+        self.hostnames: Dict[str, str] = {}          # id -> the VM's host name
         self.stopped: List[str] = []
         self.errors: List[str] = []
         self._stop = threading.Event()
@@ -214,7 +216,9 @@ class Hypervisor:
         vm = VM(self.state_dir, iid, text, learned, hostname, self.api.hardware(iid))
         self.booted[iid] = vm
         self.user_data[iid] = text
-        self.node_ids[iid] = hostname
+        self.hostnames[iid] = hostname
+        named = re.findall(r"^\s*CLOUD_PLUGINS_REQUEST_ID = ([^$\s]+)$", text, re.M)
+        self.node_ids[iid] = named[-1] if named else hostname   # MASTER/STARTD_NAME
         vm.boot()
 
     def wait_booted(self, count: int, timeout: float = 60) -> List[str]:

@@ -120,3 +120,70 @@ def test_idle_node_shuts_itself_down(condor, tmp_path):
     # The master ran the power-off script as it exited (the VM would power off).
     wait_for(marker.exists, 10, what="the power-off script to run")
     print("poweroff script ran:", marker.exists())
+
+
+# ---------------------------------------------------------------- literal ads (issue 16)
+
+def test_an_is_cloud_node_expression_is_never_matched(condor_module, admitting_pool, tmp_path):
+    """IsCloudNode = TARGET.CloudMode =!= "local" is true in the collector, but
+    false against a local-only job, which would then run on the stolen VM. The
+    negotiator matches only a literal true (or none): the local job, which may
+    run only there, stays idle, while the same job runs on an honest site node."""
+    pool = admitting_pool
+    forged = condor_module.node(pool, "exprnode", cloud=True, token=worker_token(pool, "exprnode"),
+                                extra_config='IsCloudNode = TARGET.CloudMode =!= "local"\n')
+    site = condor_module.node(pool, "sitenode")
+    assert forged.slot_ads(pool) and site.slot_ads(pool)
+    tmp_path.chmod(0o777)
+
+    def job(where):
+        return pool.submit({"executable": "/bin/true", "MY.CloudMode": '"local"',
+                            "requirements": f'regexp("@{where}@", Name)',
+                            "log": str(tmp_path / f"{where}.log")})
+    on_site, on_forged = job("sitenode"), job("exprnode")
+    wait_for(lambda: not pool.schedd().query(f"ClusterId == {on_site}", ["ProcId"]), 60,
+             what="the job on the site node done")
+    time.sleep(6)   # negotiation cycles every 2 s
+    [ad] = pool.schedd().query(f"ClusterId == {on_forged}", ["JobStatus", "NumJobStarts"])
+    assert ad["JobStatus"] == 1 and ad.get("NumJobStarts", 0) == 0, ad
+
+
+def test_a_site_node_cannot_carry_an_is_cloud_node_expression(condor_module, admitting_pool):
+    """Not a worker: no IsCloudNode that the collector can evaluate (an
+    expression false there is true against a cloud job)."""
+    spoof = condor_module.node(admitting_pool, "exprsite", wait=False, extra_config=(
+        'IsCloudNode = TARGET.CloudMode =?= "cloud"\n'
+        "STARTD_ATTRS = $(STARTD_ATTRS) IsCloudNode\n"))
+    honest = condor_module.node(admitting_pool, "honest2")
+    assert honest.slot_ads(admitting_pool)
+    wait_for(lambda: "exprsite@" in admitting_pool.run("condor_status", "-master", "-af",
+                                                       "Name").stdout, 30,
+             what="the node's master ad (it carries no IsCloudNode)")
+    time.sleep(3)
+    assert not spoof.slot_ads(admitting_pool)
+
+
+def test_a_worker_cannot_claim_another_request_id(condor_module, admitting_pool):
+    """A stolen token of request "thief" may not advertise CloudRequestID "victim"."""
+    node = condor_module.node(admitting_pool, "thief", cloud=True,
+                              token=worker_token(admitting_pool, "thief"), wait=False,
+                              extra_config='CloudRequestID = "victim"\n')
+    wait_refused(node, admitting_pool, "Failed to send update")
+
+
+def test_a_worker_cannot_overwrite_another_workers_ads(condor_module, admitting_pool):
+    """Token "mallory", but the daemon names and request id of worker "alice":
+    refused, and alice's ads are untouched."""
+    alice = condor_module.node(admitting_pool, "alice", cloud=True,
+                               token=worker_token(admitting_pool, "alice"))
+    before = {a["Name"]: a["CloudRequestID"] for a in alice.slot_ads(admitting_pool)}
+    assert before and all(name.startswith("slot1@alice@") for name in before)
+    mallory = condor_module.node(admitting_pool, "mallory", cloud=True,
+                                 token=worker_token(admitting_pool, "mallory"), wait=False,
+                                 extra_config="CLOUD_PLUGINS_REQUEST_ID = alice\n"
+                                              "MASTER_NAME = alice\nSTARTD_NAME = alice\n"
+                                              'CloudRequestID = "alice"\n')
+    wait_refused(mallory, admitting_pool, "Failed to send update")
+    after = alice.slot_ads(admitting_pool)
+    assert {a["Name"]: a["CloudRequestID"] for a in after} == before
+    assert all(a["AuthenticatedIdentity"].startswith("alice@") for a in after)

@@ -309,7 +309,7 @@ def test_instance_stopped_by_itself_is_terminated_and_the_entry_bursts_again(
         wait_for(lambda: state() == "terminated", 60, interval=1,
                  what="the stopped instance terminated")
         # Its ads (the VM stopped hard, it withdrew nothing) are withdrawn.
-        gone = f'Machine == "{hv.node_ids[iid]}"'
+        gone = f'Machine == "{hv.hostnames[iid]}"'
         wait_for(lambda: not pool.collector().query(htcondor2.AdType.Startd, gone, ["Name"]),
                  10, what="the stopped VM's ads withdrawn")
         second = submit(pool, tmp_path, 1, 1)
@@ -369,7 +369,7 @@ def test_spot_notice_vacates_the_node_and_its_job_completes_elsewhere(site, aws,
         t0 = time.monotonic()
         hv.booted[iid].serve("latest/meta-data/spot/instance-action",
                              json.dumps({"action": "terminate", "time": "2026-12-02T03:00:00Z"}))
-        machine = f'Machine == "{host}"'
+        machine = f'Machine == "{hv.hostnames[iid]}"'
         try:
             wait_for(lambda: [a for a in pool.collector().query(
                 htcondor2.AdType.Startd, machine, ["CloudInterruption"])
