@@ -57,7 +57,16 @@ def _daemon(prov, now: float) -> dict:
     """The running provisioner as its own collector ad shows it."""
     import classad2
     import htcondor2
+    from .provisioning.oneactor import CLAIM_TYPE
     from .provisioning.provisioner import AD_TYPE
+    claims = [{"machine": c.get("Machine"), "pid": c.get("CloudClaimPid"),
+               "since": _iso(c.get("CloudClaimSince")), "acting": c.get("CloudClaimActing") is True,
+               "why": str(c.get("CloudClaimWhy") or "")}
+              for c in prov._collector().query(
+                  htcondor2.AdType.Any, f"MyType == {classad2.quote(CLAIM_TYPE)} && "
+                  f"CloudProvisionerName == {classad2.quote(prov.cfg.name)}",
+                  ["Machine", "CloudClaimPid", "CloudClaimSince", "CloudClaimActing",
+                   "CloudClaimWhy"])]
     ads = prov._collector().query(
         htcondor2.AdType.Any, f"MyType == {classad2.quote(AD_TYPE)} && "
         f"Name == {classad2.quote(prov.cfg.name)}",
@@ -65,7 +74,8 @@ def _daemon(prov, now: float) -> dict:
          "CloudUnmatchedJobs", "CloudLeftOutJobs", "Machine"])
     if not ads:
         return {"alive": False, "why": "no provisioner ad in the collector (not running, "
-                "or not for 3 cycles)", "holds": [], "unmatched_jobs": [], "left_out_jobs": []}
+                "standing by, or not for 3 cycles)", "holds": [], "unmatched_jobs": [],
+                "left_out_jobs": [], "claims": claims}
     ad = ads[0]
     last = ad.get("LastCycleTime") or 0
     interval = ad.get("CycleInterval") or prov.cfg.cycle_interval
@@ -76,7 +86,8 @@ def _daemon(prov, now: float) -> dict:
             "why": "" if alive else "its last cycle is older than 3 cycle intervals",
             "holds": [str(h) for h in (ad.get("CloudHolds") or [])],
             "unmatched_jobs": [str(u) for u in (ad.get("CloudUnmatchedJobs") or [])],
-            "left_out_jobs": [str(u) for u in (ad.get("CloudLeftOutJobs") or [])]}
+            "left_out_jobs": [str(u) for u in (ad.get("CloudLeftOutJobs") or [])],
+            "claims": claims}
 
 
 def collect(param=None, now: float | None = None) -> dict:
@@ -230,6 +241,9 @@ def render(status: dict) -> str:
              f"{len(status['instances'])} instance(s); {alive}"]
     for row in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    for c in d.get("claims") or []:   # other provisioners of this name (oneactor.py)
+        if not c["acting"]:
+            lines.append(f"Not acting: {c['machine']} (pid {c['pid']}): {c['why']}")
     if status.get("spend_per_hour") or status.get("budget_per_hour") is not None:
         budget = status.get("budget_per_hour")
         lines.append(f"Spend {status['spend_per_hour']:g}/h" + (

@@ -658,3 +658,41 @@ def test_once_exit_codes(condor, request, tmp_path):
     finally:
         unreadable.chmod(0o755)  # pytest must be able to remove it
         make.cleanup()
+
+
+def test_two_provisioners_with_one_name_only_the_senior_acts(site, tmp_path):
+    """Issue 16: two provisioners of one name (an HA pair, a restored backup)
+    with separate state files and one cloud: only the senior claim ever
+    creates; the other stands by, says so in its log and in condor_cloud
+    status, and takes over when the first stops."""
+    pool, make = site
+    a = make(IDLE_TIMEOUT=600, CLOUD_PLUGINS_PROVISIONER_NAME="prov-twin")
+    b = make(IDLE_TIMEOUT=600, CLOUD_PLUGINS_PROVISIONER_NAME="prov-twin",
+             STATE_DIR=a.knobs[f"CLOUD_PLUGINS_{a.entry.upper()}_STATE_DIR"])
+    b.knobs["SPOOL"] = str(tmp_path / "spool-b")   # its own state file (another host's)
+    b.configure()
+    pa = a.start()
+    pb = None
+    try:
+        wait_for(lambda: "Acting as provisioner prov-twin" in a.log_text(), 60,
+                 what="the first provisioner acting")
+        pb = b.start()
+        try:
+            wait_for(lambda: "Not acting: standing by: provisioner prov-twin is acting on" in
+                     b.log_text(), 60, what="the second one standing by")
+        except TimeoutError as err:
+            pytest.fail(f"{err}\n--- a:\n{a.log_text()[-3000:]}\n--- b:\n{b.log_text()[-3000:]}")
+        cluster = submit(pool, tmp_path, 2, 3)
+        wait_for(lambda: jobs_done(pool, cluster, 2), 120, what="2 jobs done")
+        assert "Created " in a.log_text() and "Created " not in b.log_text()
+        res = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "status"],
+                             env=b.env(), capture_output=True, text=True, timeout=60)
+        assert "Not acting: " in res.stdout and "standing by" in res.stdout, res.stdout
+        assert a.stop(pa) == 0   # its claim is withdrawn: b takes over
+        wait_for(lambda: "Acting as provisioner prov-twin" in b.log_text(), 60,
+                 what="the second one taking over")
+        assert "Not acting" not in a.log_text()
+    finally:
+        for proc, prov in ((pa, a), (pb, b)):
+            if proc is not None and proc.poll() is None:
+                prov.stop(proc)

@@ -415,12 +415,20 @@ def test_collector_requirements_inert(configs):
             assert evaluate(cfg["COLLECTOR_REQUIREMENTS"], ad) is expected, (name, cfg)
     assert domain in shipped["COLLECTOR_REQUIREMENTS"]
     uid_domain = re.search(r'@cloud-worker\.([^$"]*)\$', shipped["COLLECTOR_REQUIREMENTS"]).group(1)
-    worker = classad2.ClassAd({"MyType": "Machine", "IsCloudNode": True,
-                               "AuthenticationMethod": "IDTOKENS",
-                               "AuthenticatedIdentity": f"vm1@cloud-worker.{uid_domain}"})
+    attrs = {"MyType": "Machine", "IsCloudNode": True, "AuthenticationMethod": "IDTOKENS",
+             "AuthenticatedIdentity": f"vm1@cloud-worker.{uid_domain}",
+             "Name": "slot1@vm1@ip-10-0-0-7", "Machine": "ip-10-0-0-7", "CloudRequestID": "vm1"}
+    worker = classad2.ClassAd(attrs)
     assert evaluate(without["COLLECTOR_REQUIREMENTS"], worker) is True
     assert evaluate(shipped["COLLECTOR_REQUIREMENTS"], worker) is False
     assert evaluate(enabled["COLLECTOR_REQUIREMENTS"], worker) is True
+    # Issue 16: only its own ads (the token names request vm1).
+    for forged in ({"CloudRequestID": "vm2"}, {"Name": "slot1@vm2@ip-10-0-0-7"},
+                   {"Machine": "ip-10-0-0-8"}, {"Name": "vm1@ip-10-0-0-7@x"}):
+        assert evaluate(enabled["COLLECTOR_REQUIREMENTS"],
+                        classad2.ClassAd(dict(attrs, **forged))) is False, forged
+    master = dict(attrs, MyType="DaemonMaster", Name="vm1@ip-10-0-0-7")
+    assert evaluate(enabled["COLLECTOR_REQUIREMENTS"], classad2.ClassAd(master)) is True
 
 
 def test_admin_file_enables(configs, payload):

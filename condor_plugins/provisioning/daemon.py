@@ -145,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     log.info("condor_cloud_provisioner %s: entries %s, cycle every %ds, state %s",
              prov.cfg.name, ", ".join(e.name for e in prov.cfg.entries),
              prov.cfg.cycle_interval, prov.state_file)
-    if args.once:
+    if args.once:   # one cycle, for tests and debugging: claims are not checked
         ok = prov.cycle()
         prov.close()
         if not ok or prov.incomplete:
@@ -153,6 +153,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       or "it failed (see above)")
             return 1
         return 0
+    from .oneactor import Claims
+    prov.claims = Claims(prov.cfg.name, htcondor2.param.get("FULL_HOSTNAME") or "?",
+                         prov.state_file)
     while not stop.is_set():
         if reconfig.is_set():
             reconfig.clear()
@@ -165,7 +168,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not (stop.is_set() or reconfig.is_set()):
             wake.wait(max(0.0, prov.cfg.cycle_interval - (time.monotonic() - started)))
     log.info("Got signal %s: exiting", stopped_by[0] if stopped_by else "?")
-    prov.invalidate()
+    if prov.claims.acting:
+        prov.invalidate()
+    prov.claims.withdraw(prov._collector())
     prov.close()
     log.info("Stopped after %d cycles (%d failed)", prov.cycles, prov.failed_cycles)
     return 0

@@ -88,6 +88,9 @@ class Provisioner(Observing, Acting):
         self.left_out = Reasons(log, "Idle jobs left out of demand", "No longer left out")
         self.started = time.time()
         self.last_cycle = 0.0
+        #: One acting provisioner per name across hosts (oneactor.py); the
+        #: daemon sets it, a bare Provisioner (tests, --once) acts always.
+        self.claims = None
         #: False for ``condor_cloud status``: it only looks.
         self.housekeeping = True
 
@@ -181,6 +184,9 @@ class Provisioner(Observing, Acting):
         a terminate): ``--once`` exits 1 if anything did."""
         self.cycles += 1
         self.incomplete = []
+        if self.claims is not None and not self.claims.decide(
+                self._collector(), max(60, 3 * self.cfg.cycle_interval)):
+            return True   # standing by: no action, no provisioner ad, commands kept
         try:
             now = time.time()
             self.take_commands()
