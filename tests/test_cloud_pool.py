@@ -152,6 +152,27 @@ def test_cloud_job_runs_on_a_provisioned_node_and_local_job_never_routes(condor,
         prov.cleanup()
 
 
+def test_the_native_route_never_takes_a_local_job_even_under_a_wide_site_constraint(
+        condor, tmp_path):
+    """Issue 16: a site that widens JOB_ROUTER_SOURCE_JOB_CONSTRAINT (here: every
+    job) still never routes a local-mode job: the route carries its own
+    REQUIREMENTS.  The local job can run nowhere, so it waits in the queue
+    while the router polls every 2 s and routes the cloud job."""
+    topo = Topology(condor, "native", plain_node=False,
+                    site_extra="JOB_ROUTER_SOURCE_JOB_CONSTRAINT = True\n")
+    for d in "cl":
+        (tmp_path / d).mkdir()
+    local = submit(topo.site, tmp_path / "l", "local", requirements='Machine == "nowhere"')
+    cloud = submit(topo.site, tmp_path / "c", "cloud")
+    try:
+        wait_for(lambda: routed_copies(topo.site, cloud), 60, interval=1,
+                 what="the cloud job routed")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{topo.router_log()[-3000:]}")
+    time.sleep(6)   # three more router polls
+    assert not routed_copies(topo.site, local), topo.router_log()[-3000:]
+
+
 def test_any_mode_job_bursts_only_after_the_delay_when_the_site_is_full(condor, tmp_path):
     topo = Topology(condor, "native", site_extra=(
         "CLOUD_PLUGINS_ROUTE_TRANSPARENT = True\nCLOUD_PLUGINS_ROUTE_BURST_DELAY = 15\n"))

@@ -121,6 +121,23 @@ def test_schedd_transform_steers_jobs_from_the_bindings(site, tmp_path, mode, ex
     assert str(ad["Requirements"]).count("IsCloudNode") == 1
 
 
+@pytest.mark.parametrize("universe", ["java", "parallel"])
+def test_schedd_transform_steers_java_and_parallel_jobs(site, universe):
+    """Issue 16: every universe that lands on a startd gets the mode's clause."""
+    pool, _, _ = site
+    desc = {"universe": universe, "executable": "/bin/true", "MY.CloudMode": '"local"',
+            "hold": "true"}
+    if universe == "parallel":
+        desc["machine_count"] = "1"
+    else:
+        desc["arguments"] = "Main"
+    cluster = pool.schedd().submit(htcondor2.Submit(desc)).cluster()
+    [ad] = pool.schedd().query(f"ClusterId == {cluster}", ["CloudModeApplied", "Requirements"])
+    pool.schedd().act(htcondor2.JobAction.Remove, f"ClusterId == {cluster}")
+    assert ad["CloudModeApplied"] == "local"
+    assert "IsCloudNode =!= true" in str(ad["Requirements"]).replace("isnt", "=!="), ad
+
+
 def test_unknown_mode_is_refused_at_submit(site):
     pool, _, _ = site
     sub = htcondor2.Submit({"executable": "/bin/true", "MY.CloudMode": '"clouds"'})

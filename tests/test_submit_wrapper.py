@@ -7,6 +7,7 @@ evaluate, against a set of machine ads, to ``plain && clause``.
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -368,5 +369,25 @@ def test_local_and_scheduler_universe_not_steered(tmp_path, universe):
     sub.write_text(f"universe = {universe}\nexecutable = /bin/true\nqueue\n")
     plain = dry_run(["condor_submit"], [str(sub)], cfg, tmp_path)
     wrapped = dry_run(wrapper_cmd(), ["--mode", "cloud", str(sub)], cfg, tmp_path)
-    assert str(plain[0].lookup("Requirements")) == str(wrapped[0].lookup("Requirements"))
-    assert "IsCloudNode" not in str(wrapped[0].lookup("Requirements"))
+    # The clause is there, guarded by the job's universe: against the schedd's
+    # ad the Requirements decide as without the wrapper.
+    req = str(wrapped[0].lookup("Requirements"))
+    assert wrapped[0]["JobUniverse"] in (7, 12)
+    assert re.search(r"MY\.JobUniverse (=\?=|is) 7 \|\| MY\.JobUniverse (=\?=|is) 12 \|\|", req), req
+    assert '"banned"' in req and '"banned"' in str(plain[0].lookup("Requirements"))
+
+
+@pytest.mark.parametrize("universe", ["java", "parallel"])
+@pytest.mark.parametrize("mode,clause", [("local", "TARGET.IsCloudNode =!= True"),
+                                         ("cloud", "TARGET.IsCloudNode =?= True")])
+def test_java_and_parallel_universe_get_the_mode_clause(tmp_path, universe, mode, clause):
+    """Issue 16: they land on startds, through APPEND_REQUIREMENTS."""
+    cfg = make_config(tmp_path, "site")
+    sub = tmp_path / "u.sub"
+    extra = "machine_count = 1\n" if universe == "parallel" else "arguments = Main\n"
+    sub.write_text(f"universe = {universe}\nexecutable = /bin/true\n{extra}queue\n")
+    [ad] = dry_run(wrapper_cmd(), ["--mode", mode, str(sub)], cfg, tmp_path)
+    req = str(ad.lookup("Requirements"))
+    spelt = req.replace(" isnt ", " =!= ").replace(" is ", " =?= ").lower()
+    assert clause.lower() in spelt and ad["CloudModeApplied"] == mode, req
+    assert '"banned"' in req, req   # the site's own clause stays

@@ -14,8 +14,9 @@ src/condor_utils/submit_utils.cpp):
   per-universe knobs to ``(<site value>) && (<clause>)`` through ``_CONDOR_<KNOB>``
   in condor_submit's environment (the site value being the knob itself or, if
   undefined, APPEND_REQUIREMENTS), so every ``requirements`` statement of every
-  queue block keeps the user's expression, and local/scheduler universe jobs,
-  matched against the schedd, are left alone.
+  queue block keeps the user's expression.  Java and parallel jobs take
+  APPEND_REQUIREMENTS, which gets the clause guarded by JobUniverse: local and
+  scheduler universe jobs, matched against the schedd, are exempt.
 * ``+Requirements``/``MY.Requirements`` makes condor_submit skip all of that, so an
   ``-append`` block ANDs the clause into it when it is defined.
 * ``-append '+CloudMode = "<mode>"'`` and ``-append '+CloudModeApplied = "<mode>"'``
@@ -293,11 +294,11 @@ def resolve_mode(cli_mode: str | None, param=None,
 def append_env(mode: modes.CloudMode, param) -> dict:
     """The ``_CONDOR_<KNOB>`` settings that make condor_submit append the clause.
 
-    Only the universes that match against machines (vanilla, which includes
-    container and docker jobs, and vm) are steered: local and scheduler universe
-    jobs are matched against the schedd's own ad and must not get the clause, so
-    APPEND_REQUIREMENTS is left alone and the per-universe knobs, which take
-    precedence over it, carry ``(<site value>) && (<clause>)``.
+    Every universe that matches against machines is steered: vanilla (which
+    includes container and docker jobs) and vm through their per-universe
+    knobs, ``(<site value>) && (<clause>)``; java and parallel through
+    APPEND_REQUIREMENTS, where the clause is guarded so that local and
+    scheduler universe jobs, matched against the schedd's own ad, are exempt.
     """
     clause = modes.clause_for(mode)
     if clause is None:
@@ -314,6 +315,12 @@ def append_env(mode: modes.CloudMode, param) -> dict:
         except modes.RequirementsError as e:
             raise WrapperError(f"the site's {source} is not a valid expression ({e})") from None
         env["_CONDOR_" + knob] = merged
+    # Every other universe takes APPEND_REQUIREMENTS: java and parallel jobs
+    # land on startds and get the clause; scheduler (7) and local (12) jobs,
+    # matched against the schedd's own ad, are exempt inside the expression.
+    guarded = f"(MY.JobUniverse =?= 7 || MY.JobUniverse =?= 12 || {clause})"
+    env["_CONDOR_" + KNOB_APPEND] = (
+        guarded if site_default is None else f"({modes.normalize(site_default)}) && {guarded}")
     return env
 
 
