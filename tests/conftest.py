@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,25 @@ def worker_token(pool: PersonalPool, instance: str, domain: str | None = None) -
         domain = pool.run("condor_config_val", "CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN").stdout.strip()
     return pool.create_token(f"{instance}@{domain}",
                              ["ADVERTISE_STARTD", "ADVERTISE_MASTER", "READ"], lifetime=3600)
+
+
+def advertise_as_worker(pool: PersonalPool, request_id: str, token: str, workdir: Path,
+                        probe: int) -> bool:
+    """Send a worker's literal slot ad for ``request_id`` with ``token`` and no
+    other credential (as from a stolen VM), carrying ``CloudProbe = probe``;
+    True if the collector then shows that probe."""
+    host = pool.run("condor_config_val", "FULL_HOSTNAME").stdout.strip()
+    name = f"slot1@{request_id}@{host}"
+    tokens = workdir / f"probe-tokens-{request_id}"
+    tokens.mkdir(mode=0o700, exist_ok=True)
+    (tokens / "stolen").write_text(token)
+    (tokens / "stolen").chmod(0o600)
+    ad = workdir / f"probe-{request_id}-{probe}.ad"
+    ad.write_text(f'MyType = "Machine"\nName = "{name}"\nMachine = "{host}"\n'
+                  f'IsCloudNode = true\nCloudRequestID = "{request_id}"\nCloudProbe = {probe}\n')
+    pool.run("condor_advertise", "UPDATE_STARTD_AD", str(ad), check=False, env={
+        "_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS": "IDTOKENS",
+        "_CONDOR_SEC_TOKEN_DIRECTORY": str(tokens)})
+    time.sleep(1)
+    out = pool.run("condor_status", "-const", f'Name == "{name}"', "-af", "CloudProbe").stdout
+    return str(probe) in out.split()

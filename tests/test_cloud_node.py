@@ -1,12 +1,15 @@
 """Cloud-node tagging and token admission, on real daemons (issue 2, acceptance 4)."""
 
+import json
 import stat
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from condor_plugins.localpool import wait_for
-from conftest import worker_token
+from conftest import advertise_as_worker, worker_token
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +190,36 @@ def test_a_worker_cannot_overwrite_another_workers_ads(condor_module, admitting_
     after = alice.slot_ads(admitting_pool)
     assert {a["Name"]: a["CloudRequestID"] for a in after} == before
     assert all(a["AuthenticatedIdentity"].startswith("alice@") for a in after)
+
+
+def test_a_revoked_worker_token_is_refused_after_the_collector_reconfig(
+        condor_module, admitting_pool, tmp_path):
+    """Issue 16: revocation (provisioning/revocation.py): the identity listed
+    in $(SPOOL)/cloud_plugins/revoked-tokens.config and one reconfig of the
+    collector, and the stolen token can no longer advertise; another worker's
+    token still can."""
+    pool = admitting_pool
+    stolen, other = worker_token(pool, "revokee"), worker_token(pool, "bystander")
+    assert advertise_as_worker(pool, "revokee", stolen, tmp_path, 1)
+    spool = pool.run("condor_config_val", "SPOOL").stdout.strip()
+    domain = pool.run("condor_config_val", "CLOUD_PLUGINS_WORKER_TOKEN_DOMAIN").stdout.strip()
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from condor_plugins.provisioning.revocation import Revocations, reconfigure_collector\n"
+        "r = Revocations(Path(sys.argv[1]) / 'cloud_plugins', reconfigure_collector)\n"
+        "r.revoke({'revokee': time.time()}, sys.argv[2], 3600)\n"
+        "sys.exit(0 if not r.pending else 1)\n")
+    res = pool.run(sys.executable, "-c", script, spool, domain, check=False,
+                   env={"PYTHONPATH": ":".join(sys.path)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    listed = json.loads((Path(spool) / "cloud_plugins" / "revoked-tokens.json").read_text())
+    assert list(listed) == [f"revokee@{domain}"]
+    assert "member(sub, {" in pool.run("condor_config_val", "-collector",
+                                       "SEC_TOKEN_REVOCATION_EXPR").stdout
+    # The collector has reconfigured (the reconfig is asynchronous, so the
+    # first tries may still pass): from then on the token is refused.
+    wait_for(lambda: not advertise_as_worker(pool, "revokee", stolen, tmp_path, 2), 30,
+             what="the revoked token refused")
+    assert not advertise_as_worker(pool, "revokee", stolen, tmp_path, 3)
+    assert advertise_as_worker(pool, "bystander", other, tmp_path, 1)
+    assert stolen not in pool.log_tails(500)

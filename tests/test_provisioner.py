@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import htcondor2
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from condor_plugins.localpool import processes_using, wait_for
 from condor_plugins.providers.base import InstanceState
 from condor_plugins.providers.local import LocalProvider
+from conftest import advertise_as_worker, worker_token
 from provtools import (ENTRY, ProvMaker, advertise_ghost_schedd, history, jobs_done, site_pool,
                        node_of, submit, token_claims, watch)
 
@@ -65,6 +67,20 @@ def check_tokens(prov):
     return tokens
 
 
+def assert_revoked(pool, nodes, tmp_path):
+    """Issue 16: the worker tokens of ended instances are revoked: listed for
+    the collector, which refuses a token of each node's identity."""
+    spool = Path(pool.run("condor_config_val", "SPOOL").stdout.strip())
+    listed = (spool / "cloud_plugins" / "revoked-tokens.config").read_text()
+    for node in nodes:
+        assert f'"{node}@' in listed, listed
+        accepted = advertise_as_worker(pool, node, worker_token(pool, node), tmp_path, 1)
+        assert not accepted, f"a token of {node} was accepted"   # (never print a token)
+    # The control: a token of an identity that never ended is accepted.
+    accepted = advertise_as_worker(pool, "control-0", worker_token(pool, "control-0"), tmp_path, 1)
+    assert accepted, "a token of an identity that never ended was refused"
+
+
 def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     pool, make = site
     prov = make()
@@ -91,6 +107,7 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     # Idle nodes are drained, then terminated; none is left.
     watch(prov, lambda: not prov.instances(), 90, "every node retired")
     assert prov.stop(proc) == 0
+    assert_revoked(pool, seen, tmp_path)
     # Stopped cleanly: its ad is withdrawn.
     assert not pool.collector().query(htcondor2.AdType.Any, 'MyType == "CloudProvisioner"',
                                       ["Name"])
@@ -531,6 +548,7 @@ def test_node_that_shuts_itself_down_is_listed_terminated_and_forgotten(site, tm
     watch(prov, lambda: not prov.instances(), 30, "the stopped node forgotten", cap=1)
     assert prov.stop(proc) == 0
     assert "Terminated " + node not in prov.log_text()  # it was never asked to
+    assert_revoked(pool, {node}, tmp_path)   # gone by itself: its token revoked too
 
 
 @pytest.mark.parametrize("keep", [1, 3])

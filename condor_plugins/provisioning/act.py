@@ -14,6 +14,7 @@ from typing import List, Mapping, Optional
 from ..config import EntryConfig
 from ..providers.base import ProviderError, instance_tags
 from .policy import fold_launches
+from .revocation import identities_of
 from .scaleup import spend_per_hour
 from .state import (Create, Drain, Hold, InstanceRecord, Launched, LaunchFailed, Phase, Plan,
                     Terminate)
@@ -121,7 +122,32 @@ class Acting:
             self.lost += 1
         log.info("Terminated %s (entry %s)%s: %s", action.instance_id, action.entry, kind,
                  action.reason)
+        self.ended.add(action.instance_id)
         self.withdraw_node_ads(action.instance_id)
+
+    def revoke_ended(self, before: Mapping[str, InstanceRecord], now: float) -> None:
+        """Revoke the worker tokens of the instances terminated in this cycle,
+        and of those that went away by themselves (revocation.py)."""
+        for iid, rec in self.records.items():
+            old = before.get(iid)
+            if rec.phase is Phase.GONE and (old is None or old.phase is not Phase.GONE):
+                self.ended.add(iid)
+        self.ended |= set(before) - set(self.records)
+        created = {iid: rec.created for iid, rec in {**before, **self.records}.items()}
+        if self.ended:
+            ids = {req: created.get(self._request_ids.get(req, req), now)
+                   for req in identities_of(self.ended, self._request_ids)}
+            try:
+                self.revocations.revoke(ids, self.token_domain,
+                                        self.cfg.worker_token_lifetime, now)
+            except OSError as err:   # kept in ``ended``: tried again next cycle
+                self.incomplete.append("revoking worker tokens failed")
+                log.error("Revoking the worker tokens of %s failed: %s",
+                          ", ".join(sorted(self.ended)), err)
+                return
+            self.ended = set()
+        elif not self.revocations.sync():
+            self.incomplete.append("the collector reconfig for revoked tokens failed")
 
     def withdraw_node_ads(self, instance_id: str) -> None:
         """A VM stopped, lost or killed mid-job never withdrew its ads: left in

@@ -33,6 +33,7 @@ from . import commands as commands_mod
 from .act import AD_TYPE, Acting
 from .explain import Reasons
 from .observe import Observing, template_ad
+from .revocation import Revocations, reconfigure_collector
 from .sizing import Sizes
 from .policy import INTERRUPTED, NODE_DRAINING, plan as plan_cycle
 from ..providers import provider_class
@@ -73,6 +74,11 @@ class Provisioner(Observing, Acting):
         self.records, self.backoff, self.failures = load_state(self.state_file)
         self.command_dir = commands_mod.command_dir(param)
         self.disabled = load_disabled(self.state_file)  # by condor_cloud disable
+        #: Worker tokens of ended instances (revocation.py), and the instances
+        #: ended whose tokens are not revoked yet.
+        self.revocations = Revocations(self.state_file.parent,
+                                       reconfigure_collector)
+        self.ended: set = set()
         self.requests: Dict[str, Tuple[str, str, bool]] = {}  # this cycle's retire/terminate
         self.cycles = 0
         self.failed_cycles = 0
@@ -208,6 +214,7 @@ class Provisioner(Observing, Acting):
             self.save()
             self.act(plan, now, before)
             self.save()
+            self.revoke_ended(before, now)
             self.last_cycle = now
             return True
         except Exception:
