@@ -71,7 +71,7 @@ def _daemon(prov, now: float) -> dict:
         htcondor2.AdType.Any, f"MyType == {classad2.quote(AD_TYPE)} && "
         f"Name == {classad2.quote(prov.cfg.name)}",
         ["LastCycleTime", "DaemonStartTime", "CycleInterval", "CloudHolds",
-         "CloudUnmatchedJobs", "CloudLeftOutJobs", "Machine"])
+         "CloudUnmatchedJobs", "CloudLeftOutJobs", "Machine", "CloudRevocationPending"])
     if not ads:
         return {"alive": False, "why": "no provisioner ad in the collector (not running, "
                 "standing by, or not for 3 cycles)", "holds": [], "unmatched_jobs": [],
@@ -87,6 +87,7 @@ def _daemon(prov, now: float) -> dict:
             "holds": [str(h) for h in (ad.get("CloudHolds") or [])],
             "unmatched_jobs": [str(u) for u in (ad.get("CloudUnmatchedJobs") or [])],
             "left_out_jobs": [str(u) for u in (ad.get("CloudLeftOutJobs") or [])],
+            "revocation_pending": ad.get("CloudRevocationPending") is True,
             "claims": claims}
 
 
@@ -169,6 +170,8 @@ def collect(param=None, now: float | None = None) -> dict:
             "holds": daemon["holds"], "unmatched_jobs": daemon["unmatched_jobs"],
             "left_out_jobs": daemon["left_out_jobs"],
             "disabled_entries": disabled, "errors": errors,
+            # Worker tokens of ended instances the collector refuses (revocation.py).
+            "revoked_worker_tokens": prov.revocations.count,
         }
         return status
     finally:
@@ -258,6 +261,9 @@ def render(status: dict) -> str:
                          f"time until one joins: {b['reason']}")
     for entry in status["disabled_entries"]:
         lines.append(f"Disabled {entry}: no new instance (condor_cloud enable {entry})")
+    if d.get("revocation_pending"):
+        lines.append("Revocation pending: the collector has not yet applied the revoked "
+                     "worker tokens (see the provisioner's log)")
     for hold in status["holds"]:
         lines.append(f"Hold {hold}")
     for jobs in status["unmatched_jobs"]:

@@ -215,7 +215,10 @@ class Acting:
             # Why no VM: the last cycle's holds and the idle jobs no entry can run.
             "CloudHolds": self.holds.shown(), "CloudUnmatchedJobs": self.unmatched.shown(),
             "CloudLeftOutJobs": self.left_out.shown(),
-            "CloudDisabledEntries": ", ".join(sorted(self.disabled))})
+            "CloudDisabledEntries": ", ".join(sorted(self.disabled)),
+            # Worker tokens of ended instances the collector refuses (revocation.py).
+            "CloudRevokedWorkerTokens": self.revocations.count,
+            "CloudRevocationPending": self.revocations.pending or bool(self.ended)})
         # The spend rate (COST_PER_HOUR of every instance not gone), in total and per entry.
         spend = spend_per_hour(self.records.values(), self.cfg)
         ad["CloudSpendPerHour"] = round(sum(spend.values()), 6)

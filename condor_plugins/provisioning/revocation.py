@@ -60,6 +60,8 @@ class Revocations:
         self._reconfigure = reconfigure
         #: The file changed and no reconfig has succeeded since.
         self.pending = False
+        #: How many identities are revoked (as of the last update).
+        self.count = len(self.load())
 
     @property
     def config_file(self) -> Path:
@@ -89,6 +91,7 @@ class Revocations:
                 if not self.config_file.exists() or self.config_file.read_text() != text:
                     self._write(self.config_file, text)
                     self.pending = True
+            self.count = len(kept)
         if new:
             log.info("Revoked the worker tokens of %s (%d revoked in all)",
                      ", ".join(sorted(new)), len(kept))
