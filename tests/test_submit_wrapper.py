@@ -391,3 +391,130 @@ def test_java_and_parallel_universe_get_the_mode_clause(tmp_path, universe, mode
     spelt = req.replace(" isnt ", " =!= ").replace(" is ", " =?= ").lower()
     assert clause.lower() in spelt and ad["CloudModeApplied"] == mode, req
     assert '"banned"' in req, req   # the site's own clause stays
+
+
+# ------------------------------------- the submit subsystem's knobs (issue 16)
+# condor_submit's subsystem is SUBMIT: its param() prefers SUBMIT.<KNOB> to
+# <KNOB>.  A site's SUBMIT.-prefixed knob must neither drop the wrapper's
+# clause nor be dropped by it.
+
+def site_clause(tag):
+    return f'TARGET.Site =!= "{tag}"'
+
+
+# Every APPEND knob condor_submit reads, bare and SUBMIT.-prefixed, each with
+# a clause of its own that names it.
+SITE_FORMS = {(knob, prefix): f"{prefix}{knob} = {site_clause(prefix + knob)}\n"
+              for knob in ("APPEND_REQUIREMENTS", "APPEND_REQ_VANILLA", "APPEND_REQ_VM")
+              for prefix in ("", "SUBMIT.")}
+UNIVERSE_JOBS = {
+    "vanilla": "",
+    "vm": "universe = vm\nvm_type = kvm\nvm_memory = 128\nvm_disk = {dir}/disk.img:vda:w\n",
+    "java": "universe = java\narguments = Main\n",
+    "local": "universe = local\n",
+}
+
+
+def universe_sub(tmp_path, universe):
+    (tmp_path / "disk.img").touch()
+    sub = tmp_path / f"{universe}.sub"
+    sub.write_text(UNIVERSE_JOBS[universe].format(dir=tmp_path)
+                   + "executable = /bin/true\nrequirements = TARGET.Memory > 32\nqueue\n")
+    return str(sub)
+
+
+def site_tags(req):
+    return set(re.findall(r'TARGET\.Site (?:=!=|isnt) "([A-Za-z_.]+)"', req))
+
+
+@pytest.mark.parametrize("knob,universe", [
+    ("APPEND_REQ_VANILLA", "vanilla"), ("APPEND_REQUIREMENTS", "vanilla"),
+    ("APPEND_REQ_VM", "vm"), ("APPEND_REQUIREMENTS", "java"), ("APPEND_REQUIREMENTS", "local"),
+])
+@pytest.mark.parametrize("mode", ["cloud", "local"])
+def test_a_sites_submit_prefixed_knob_and_the_clause_both_apply(tmp_path, knob, universe, mode):
+    """SUBMIT.<KNOB> (beside a bare <KNOB>) used to win over the wrapper's
+    _CONDOR_<KNOB>: the job then carried CloudModeApplied without the clause."""
+    cfg = make_config(tmp_path, "bare", SITE_FORMS[knob, ""] + SITE_FORMS[knob, "SUBMIT."])
+    sub = universe_sub(tmp_path, universe)
+    [plain] = dry_run(["condor_submit"], [sub], cfg, tmp_path)
+    [wrapped] = dry_run(wrapper_cmd(), ["--mode", mode, sub], cfg, tmp_path)
+    preq, wreq = str(plain.lookup("Requirements")), str(wrapped.lookup("Requirements"))
+    assert site_tags(preq) == {"SUBMIT." + knob}, preq  # condor_submit's own choice
+    assert site_tags(wreq) == site_tags(preq), wreq
+    clause = modes.clause_for(mode)
+    if universe == "local":
+        clause = f"MY.JobUniverse =?= 7 || MY.JobUniverse =?= 12 || {clause}"
+    spelt = wreq.replace(" isnt ", " =!= ").replace(" is ", " =?= ").lower()
+    assert clause.lower() in spelt and wrapped["CloudModeApplied"] == mode, wreq
+    if universe == "vanilla":
+        assert_steered([plain], [wrapped], modes.parse_mode(mode))
+
+
+# Each knob family in each of its four states (undefined, bare, SUBMIT., both),
+# as four rows of a Latin square: no combination may hang or lose a clause.
+STATES = [(), ("",), ("SUBMIT.",), ("", "SUBMIT.")]
+
+
+@pytest.mark.parametrize("row", range(4))
+def test_defined_and_undefined_knob_combinations(tmp_path, row):
+    knobs = ("APPEND_REQUIREMENTS", "APPEND_REQ_VANILLA", "APPEND_REQ_VM")
+    extra = "".join(SITE_FORMS[knob, prefix] for i, knob in enumerate(knobs)
+                    for prefix in STATES[(row + i) % 4])
+    cfg = make_config(tmp_path, "bare", extra)
+    for universe in ("vanilla", "vm", "java"):
+        sub = universe_sub(tmp_path, universe)
+        [plain] = dry_run(["condor_submit"], [sub], cfg, tmp_path)
+        [wrapped] = dry_run(wrapper_cmd(), ["--mode", "local", sub], cfg, tmp_path)
+        wreq = str(wrapped.lookup("Requirements"))
+        assert site_tags(wreq) == site_tags(str(plain.lookup("Requirements"))), (universe, wreq)
+        assert "iscloudnode isnt true" in wreq.lower().replace("=!=", "isnt"), (universe, wreq)
+
+
+def test_the_submit_subsystems_default_mode_knob(tmp_path):
+    cfg = make_config(tmp_path, "site", "CLOUD_PLUGINS_DEFAULT_MODE = cloud\n"
+                                        "SUBMIT.CLOUD_PLUGINS_DEFAULT_MODE = local\n")
+    plain = dry_run(["condor_submit"], ["or_requirements.sub"], cfg, tmp_path)
+    wrapped = dry_run(wrapper_cmd(), ["or_requirements.sub"], cfg, tmp_path)
+    assert_steered(plain, wrapped, modes.CloudMode.LOCAL)
+
+
+@pytest.mark.parametrize("knob,value,needle", [
+    ("APPEND_REQ_VANILLA", "(a ||", "the site's SUBMIT.APPEND_REQ_VANILLA is not a valid"),
+    ("APPEND_REQUIREMENTS", "(a ||", "the site's SUBMIT.APPEND_REQUIREMENTS is not a valid"),
+    ("CLOUD_PLUGINS_DEFAULT_MODE", "sometimes", "from the knob SUBMIT.CLOUD_PLUGINS_DEFAULT_MODE"),
+])
+def test_a_bad_submit_prefixed_site_knob_is_named(tmp_path, knob, value, needle):
+    cfg = make_config(tmp_path, "site", f"{knob} = cloud\nSUBMIT.{knob} = {value}\n")
+    r = run(wrapper_cmd() + ["or_requirements.sub"], cfg, CORPUS)
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and value in lines[0], lines
+
+
+def test_mode_any_reads_no_configuration(monkeypatch, tmp_path):
+    """Nothing to append: no condor_config_val (start-up cost), not even for
+    the default mode when --mode or the job's own CloudMode decides."""
+    def no_config(argv):
+        raise AssertionError(f"ran {argv}")
+    monkeypatch.setattr(submit_wrapper, "_run_capture", no_config)
+    cmd, env = submit_wrapper.build_command(["--mode", "any", "x.sub"], environ={})
+    assert env == {} and '+CloudModeApplied = "any"' in cmd
+    own = tmp_path / "own.sub"
+    own.write_text('executable = /bin/true\n+CloudMode = "any"\nqueue\n')
+    cmd, env = submit_wrapper.build_command([str(own)], environ={})
+    assert env == {} and '+CloudModeApplied = "any"' in cmd
+
+
+def test_a_site_value_of_several_lines(tmp_path):
+    """condor_config_val dumps it as 'NAME @=TAG', its lines, '@TAG': all of it
+    is the site's clause (only its first line was read, and the clause lost)."""
+    cfg = make_config(tmp_path, "bare", "SUBMIT.APPEND_REQ_VANILLA @=end\n"
+                                        f"  {site_clause('multi')}  // the first line\n"
+                                        f"  && {site_clause('line')}\n@end\n")
+    sub = universe_sub(tmp_path, "vanilla")
+    [plain] = dry_run(["condor_submit"], [sub], cfg, tmp_path)
+    [wrapped] = dry_run(wrapper_cmd(), [sub], cfg, tmp_path)
+    assert site_tags(str(plain.lookup("Requirements"))) == {"multi", "line"}
+    assert site_tags(str(wrapped.lookup("Requirements"))) == {"multi", "line"}
+    assert_steered([plain], [wrapped], modes.CloudMode.CLOUD)

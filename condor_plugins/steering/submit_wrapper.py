@@ -10,11 +10,16 @@ src/condor_utils/submit_utils.cpp):
 
 * condor_submit builds ``(<user requirements>) && (<append>) && <defaults>`` where
   ``<append>`` is APPEND_REQ_VANILLA (vanilla, docker, container) or APPEND_REQ_VM
-  (vm universe) if defined, else APPEND_REQUIREMENTS.  The wrapper sets both
-  per-universe knobs to ``(<site value>) && (<clause>)`` through ``_CONDOR_<KNOB>``
-  in condor_submit's environment (the site value being the knob itself or, if
-  undefined, APPEND_REQUIREMENTS), so every ``requirements`` statement of every
-  queue block keeps the user's expression.  Java and parallel jobs take
+  (vm universe) if defined, else APPEND_REQUIREMENTS, as its param() sees them
+  (subsystem SUBMIT: ``SUBMIT.<KNOB>`` wins over ``<KNOB>``).  The wrapper reads
+  them so (one ``condor_config_val -subsystem submit``, only when the mode has a
+  clause or the default mode is needed) and sets both per-universe knobs to
+  ``(<site value>) && (<clause>)`` through ``_CONDOR_SUBMIT.<KNOB>`` in condor_submit's
+  environment, which wins over both forms (the site value being the knob's or, if
+  undefined, APPEND_REQUIREMENTS'), so every ``requirements`` statement of every
+  queue block keeps the user's expression.  The site value goes in expanded: an
+  override naming its own knob (``$(APPEND_REQ_VANILLA) && ...``) makes HTCondor
+  loop forever when that is undefined.  Java and parallel jobs take
   APPEND_REQUIREMENTS, which gets the clause guarded by JobUniverse: local and
   scheduler universe jobs, matched against the schedd, are exempt.
 * ``+Requirements``/``MY.Requirements`` makes condor_submit skip all of that, so an
@@ -26,15 +31,15 @@ src/condor_utils/submit_utils.cpp):
 The mode is ``--mode``, else the job's own ``+CloudMode`` (the last one in
 the submit file or an ``-append``; an invalid one is refused, as the schedd's
 submit requirement would refuse it), else the knob CLOUD_PLUGINS_DEFAULT_MODE,
-else ``cloud``.  A submit file read from standard input is not read ahead.
+else ``cloud``.  A submit file read from standard input is not read ahead.  A site
+value that is not an expression is refused, naming its knob, before condor_submit runs.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
-# typing is not imported (start-up cost): annotations use builtin generics.
+# Start-up cost: no typing (builtin generics), no re (one pattern, matched by hand).
 
 from condor_plugins.steering import modes
 
@@ -44,6 +49,9 @@ CONDOR_SUBMIT = "condor_submit"
 # condor_submit's knobs for the appended clause; see SubmitHash::SetRequirements.
 KNOB_APPEND = "APPEND_REQUIREMENTS"
 UNIVERSE_KNOBS = ("APPEND_REQ_VANILLA", "APPEND_REQ_VM")
+# condor_submit's subsystem: its param() prefers SUBMIT.<KNOB> to <KNOB>.
+SUBSYS_PREFIX = "SUBMIT."
+ENV_PREFIX = "_CONDOR_" + SUBSYS_PREFIX
 
 HELP_LINE = (
     "\n    --mode cloud|local|any\tcondor_submit_cloud only: run the jobs only on cloud\n"
@@ -197,7 +205,12 @@ def parse_args(argv: list[str]) -> Args:
     return a
 
 
-_MODE_LINE = re.compile(r"^\s*(?:\+|MY\.)CloudMode\s*=\s*(.*?)\s*$", re.I)
+def _mode_line(line: str) -> str | None:
+    """The value of a ``+CloudMode = v`` / ``MY.CloudMode = v`` line (case-insensitive)."""
+    s = line.strip()
+    s = s[1:] if s[:1] == "+" else s[3:] if s[:3].upper() == "MY." else ""
+    name, eq, value = s.partition("=")
+    return value.strip() if eq and name.rstrip().lower() == "cloudmode" else None
 
 
 def submitted_mode(args: Args) -> tuple[str, str] | None:
@@ -209,15 +222,15 @@ def submitted_mode(args: Args) -> tuple[str, str] | None:
         try:
             with open(path, errors="replace") as f:
                 for number, line in enumerate(f, 1):
-                    m = _MODE_LINE.match(line)
-                    if m:
-                        found = (m.group(1), f"{path}, line {number}")
+                    value = _mode_line(line)
+                    if value is not None:
+                        found = (value, f"{path}, line {number}")
         except OSError:
             continue  # condor_submit says why
     for line in args.appended:
-        m = _MODE_LINE.match(line)
-        if m:
-            found = (m.group(1), "-append")
+        value = _mode_line(line)
+        if value is not None:
+            found = (value, "-append")
     return found
 
 # ------------------------------------------------------------------ config
@@ -226,23 +239,26 @@ WRAPPER_KNOBS = (modes.KNOB_DEFAULT_MODE, KNOB_APPEND) + UNIVERSE_KNOBS
 
 
 def _param() -> dict:
-    """The few knobs the wrapper needs, expanded, from one condor_config_val call.
-
-    Cheaper than importing the bindings (about 5 ms against 16 ms), which keeps
-    the wrapper's overhead on a submit small.
-    """
-    pattern = "^(" + "|".join(WRAPPER_KNOBS) + ")$"
+    """The knobs the wrapper needs as condor_submit's param() sees them (subsystem
+    SUBMIT), expanded, from one condor_config_val call (about 4 ms; importing the
+    bindings takes 16); a site's ``SUBMIT.<KNOB>`` also under that name, for errors."""
+    pattern = "^(SUBMIT\\.)?(" + "|".join(WRAPPER_KNOBS) + ")$"
     try:
-        rc, out, err = _run_capture(["condor_config_val", "-expand", "-dump", pattern])
+        rc, out, err = _run_capture(
+            ["condor_config_val", "-subsystem", "submit", "-expand", "-dump", pattern])
     except OSError as e:
         raise WrapperError(f"cannot read the HTCondor configuration: {e}") from None
     if rc != 0:
         msg = (err.strip().splitlines() or ["condor_config_val failed"])[-1]
         raise WrapperError(f"cannot read the HTCondor configuration: {msg}")
-    values = {}
-    for line in out.splitlines():
+    values, lines = {}, iter(out.splitlines())
+    for line in lines:
         name, sep, value = line.partition(" = ")
-        if sep and name in WRAPPER_KNOBS:
+        if not sep:  # a value of several lines: 'NAME @=TAG', its lines, '@TAG'
+            name, sep, tag = line.partition(" @=")
+            value = "\n".join(iter(lines.__next__, "@" + tag)) if sep else ""
+        name = name.upper()
+        if sep and name.removeprefix(SUBSYS_PREFIX) in WRAPPER_KNOBS:
             values[name] = value.strip()
     return values
 
@@ -270,10 +286,14 @@ def _knob(param, name: str) -> str | None:
     try:
         value = param.get(name)
     except Exception:
-        value = None
-    if value is None or not str(value).strip():
-        return None  # condor's param() treats empty as undefined, too
-    return str(value)
+        return None
+    # condor's param() treats empty as undefined, too
+    return None if value is None or not str(value).strip() else str(value)
+
+
+def _source(param, knob: str) -> str:
+    """Where condor_submit takes ``knob`` from: SUBMIT.<KNOB> if the site sets it."""
+    return SUBSYS_PREFIX + knob if _knob(param, SUBSYS_PREFIX + knob) is not None else knob
 
 
 def resolve_mode(cli_mode: str | None, param=None,
@@ -288,11 +308,12 @@ def resolve_mode(cli_mode: str | None, param=None,
     knob = _knob(param, modes.KNOB_DEFAULT_MODE)
     if knob is None:
         return modes.DEFAULT_MODE
-    return modes.parse_mode(knob, source=f"the knob {modes.KNOB_DEFAULT_MODE}")
+    return modes.parse_mode(knob, source=f"the knob {_source(param, modes.KNOB_DEFAULT_MODE)}")
 
 
 def append_env(mode: modes.CloudMode, param) -> dict:
-    """The ``_CONDOR_<KNOB>`` settings that make condor_submit append the clause.
+    """The ``_CONDOR_SUBMIT.<KNOB>`` settings that make condor_submit append the
+    clause, from ``param``, the knobs as the submit subsystem sees them (_param).
 
     Every universe that matches against machines is steered: vanilla (which
     includes container and docker jobs) and vm through their per-universe
@@ -303,24 +324,21 @@ def append_env(mode: modes.CloudMode, param) -> dict:
     clause = modes.clause_for(mode)
     if clause is None:
         return {}
-    env = {}
-    site_default = _knob(param, KNOB_APPEND)
-    for knob in UNIVERSE_KNOBS:
-        site = _knob(param, knob)
-        source = knob
-        if site is None:
-            site, source = site_default, KNOB_APPEND
-        try:
-            merged = modes.merge_requirements(site, mode)
-        except modes.RequirementsError as e:
-            raise WrapperError(f"the site's {source} is not a valid expression ({e})") from None
-        env["_CONDOR_" + knob] = merged
-    # Every other universe takes APPEND_REQUIREMENTS: java and parallel jobs
-    # land on startds and get the clause; scheduler (7) and local (12) jobs,
-    # matched against the schedd's own ad, are exempt inside the expression.
+    # APPEND_REQUIREMENTS: scheduler (7) and local (12) universe jobs are exempt.
     guarded = f"(MY.JobUniverse =?= 7 || MY.JobUniverse =?= 12 || {clause})"
-    env["_CONDOR_" + KNOB_APPEND] = (
-        guarded if site_default is None else f"({modes.normalize(site_default)}) && {guarded}")
+    env = {}
+    for knob in UNIVERSE_KNOBS + (KNOB_APPEND,):
+        source = knob if _knob(param, knob) is not None else KNOB_APPEND
+        site = _knob(param, source)
+        try:
+            if knob != KNOB_APPEND:
+                env[ENV_PREFIX + knob] = modes.merge_requirements(site, mode)
+            else:
+                env[ENV_PREFIX + knob] = (
+                    guarded if site is None else f"({modes.normalize(site)}) && {guarded}")
+        except modes.RequirementsError as e:
+            raise WrapperError(f"the site's {_source(param, source)} is not a valid "
+                               f"expression ({e})") from None
     return env
 
 
@@ -341,12 +359,15 @@ def append_lines(mode: modes.CloudMode) -> list[str]:
 
 
 def build_command(argv: list[str], environ=None, param=None) -> tuple[list[str], dict]:
-    """Return (argv for condor_submit, environment) for our arguments."""
+    """(argv for condor_submit, environment); reads the configuration only if needed."""
     args = parse_args(argv)
-    param = param if param is not None else _param()
-    mode = resolve_mode(args.mode, param, submitted_mode(args))
+    submitted = submitted_mode(args) if args.mode is None else None
+    if param is None and args.mode is None and submitted is None:
+        param = _param()  # for the default mode
+    mode = resolve_mode(args.mode, param, submitted)
     env = dict(os.environ if environ is None else environ)
-    env.update(append_env(mode, param))
+    if modes.clause_for(mode) is not None:
+        env.update(append_env(mode, param if param is not None else _param()))
     cmd = [CONDOR_SUBMIT] + args.rest
     # Our -append lines count as command-line keys for condor_submit: with
     # -queue and no submit file, condor_submit would then stop reading stdin.
