@@ -156,10 +156,12 @@ KNOBS: Tuple[ContextKnob, ...] = (
                 "Once a node retires, how long its running jobs may take to finish before "
                 "they are vacated (`MAXJOBRETIREMENTTIME` on the node).", True),
     ContextKnob("PROTECT_METADATA", "true", "bool",
-                "Firewall the cloud's metadata service (169.254.169.254, which serves "
-                "the user data and so the node's token) from every process but root's "
-                "and the condor user's (node control reads spot notices there), "
-                "so jobs cannot read it. Needs iptables on the image.", True),
+                "Firewall the cloud's metadata service (169.254.169.254, and over IPv6 "
+                "fd00:ec2::254 and fe80::a9fe:a9fe; it serves the user data and so the "
+                "node's token) from every process but root's and the condor user's (node "
+                "control reads spot notices there), and from all forwarded traffic "
+                "(containers on a bridge), so jobs cannot read it. Needs iptables (and "
+                "ip6tables) on the image.", True),
     ContextKnob("WATCHDOG", "900", "duration",
                 "The VM powers itself off (`POWEROFF_SCRIPT`) when `condor_master` has "
                 "not run for this long, HTCondor or not: a VM whose HTCondor never starts, "
@@ -511,12 +513,39 @@ INSTANCE_ID_SCRIPT = ("id=$(cloud-init query v1.instance_id 2>/dev/null) && [ -n
                       f"printf 'CLOUD_PLUGINS_INSTANCE_ID = %s\\n' \"$id\" > {INSTANCE_ID_CONF}"
                       " || true")
 
-PROTECT_METADATA_SCRIPT = (
-    "iptables -w -I OUTPUT -d 169.254.169.254 -m owner ! --uid-owner 0 -j REJECT && "
-    # the condor user too: node control polls spot notices (control.py)
-    "iptables -w -I OUTPUT -d 169.254.169.254 -m owner --uid-owner condor -j ACCEPT || "
-    "echo 'condor_plugins: cannot firewall the metadata service: jobs can read the "
-    "user data' >&2")
+#: The clouds' metadata services: EC2's IMDS (IPv4, and IPv6 on Nitro) and
+#: OpenStack's (the same IPv4 address; fe80::a9fe:a9fe over IPv6).
+METADATA_ADDRESSES = {"iptables": ("169.254.169.254",),
+                      "ip6tables": ("fd00:ec2::254", "fe80::a9fe:a9fe")}
+METADATA_CHAIN = "CP-METADATA"
+
+
+def _protect_metadata_script() -> str:
+    """Shell run by bootcmd (as root, every boot, before any service): for
+    IPv4 and IPv6, a chain that lets root (cloud-init) and condor (node control
+    reads spot notices, control.py) reach the metadata service and rejects
+    every other uid (jobs), jumped to from OUTPUT; and FORWARD rejects all
+    traffic to it (container payloads on a bridge).  Idempotent.  A family
+    that cannot be set up (no ip6tables, IPv6 off) is reported on the console;
+    the node joins all the same (the policy since the first release)."""
+    c = METADATA_CHAIN
+    out = ['fail=""']
+    for tool, addresses in METADATA_ADDRESSES.items():
+        jumps = " && ".join(
+            f"{{ {tool} -w -C {chain} -d {a} -j {target} 2>/dev/null || "
+            f"{tool} -w -I {chain} 1 -d {a} -j {target}; }}"
+            for a in addresses for chain, target in (("OUTPUT", c), ("FORWARD", "REJECT")))
+        out.append(
+            f"{{ {tool} -w -N {c} 2>/dev/null; {tool} -w -F {c} && "
+            f"{tool} -w -A {c} -m owner --uid-owner 0 -j RETURN && "
+            f"{tool} -w -A {c} -m owner --uid-owner condor -j RETURN && "
+            f"{tool} -w -A {c} -j REJECT && {jumps}; }} || fail=\"$fail {tool}\"")
+    out.append('[ -z "$fail" ] || echo "condor_plugins: cannot firewall the metadata service '
+               'with$fail: jobs may read the user data" >&2')
+    return "\n".join(out)
+
+
+PROTECT_METADATA_SCRIPT = _protect_metadata_script()
 
 
 def render_user_data(ctx: InstanceContext) -> str:
