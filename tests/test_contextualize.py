@@ -405,6 +405,112 @@ def test_metadata_firewall_can_be_switched_off():
     assert "bootcmd" not in doc
 
 
+# The metadata firewall (issue 16): what the boot script feeds iptables-restore
+# and ip6tables-restore, with stand-in tools (unprivileged).  The rulesets are
+# checked by the real tools, and applied, in tests/test_metadata_guard.py.
+
+def _rules(text):
+    """{table: [lines]} of an iptables-restore input."""
+    out, table = {}, None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = out.setdefault(line[1:], [])
+        elif line != "COMMIT":
+            table.append(line)
+    return out
+
+
+@pytest.mark.parametrize("tool, addresses, other", [
+    ("iptables", ["169.254.169.254"], ["fd00:ec2::254", "fe80::a9fe:a9fe"]),
+    ("ip6tables", ["fd00:ec2::254", "fe80::a9fe:a9fe"], ["169.254.169.254"])])
+def test_metadata_ruleset_guards_output_and_forward_for_each_address(tool, addresses, other):
+    assert ctxmod.METADATA_ADDRESSES[tool] == tuple(addresses)   # EC2's and OpenStack's
+    text = ctxmod.metadata_ruleset(tool)
+    assert text.endswith("COMMIT\n") and text.count("COMMIT") == 2
+    rules = _rules(text)
+    assert set(rules) == {"filter", "mangle"}
+    # Only root and condor pass the chain; every other uid is rejected.
+    assert rules["filter"][:4] == [
+        ":CP-METADATA - [0:0]", "-A CP-METADATA -m owner --uid-owner 0 -j RETURN",
+        "-A CP-METADATA -m owner --uid-owner condor -j RETURN", "-A CP-METADATA -j REJECT"]
+    assert sorted(rules["filter"][4:]) == sorted(
+        [f"-I OUTPUT 1 -d {a} -j CP-METADATA" for a in addresses]
+        + [f"-I FORWARD 1 -d {a} -j REJECT" for a in addresses])
+    assert sorted(rules["mangle"]) == sorted(f"-I FORWARD 1 -d {a} -j DROP" for a in addresses)
+    assert not any(a in text for a in other)
+
+
+def _fake_tools(tmp_path, missing=(), fail=None):
+    """Stand-ins for the four tools in tmp_path/bin: ``-S`` works, ``-C`` finds
+    the lines of tmp_path/present-TOOL, -restore records its input and args
+    (or, for ``fail`` = (tool, message), fails with message)."""
+    cat, grep = shutil.which("cat"), shutil.which("grep")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool in ("iptables", "ip6tables"):
+        (tmp_path / f"present-{tool}").write_text("")
+        scripts = {tool: (f'case " $* " in *" -C "*) exec {grep} -qxF -- "$*" '
+                          f'{tmp_path}/present-{tool};; esac\nexit 0\n'),
+                   f"{tool}-restore": (f'echo "$*" >{tmp_path}/{tool}.args\n'
+                                       f'exec {cat} >{tmp_path}/{tool}.in\n')}
+        if fail and fail[0] == tool:
+            scripts[f"{tool}-restore"] = f"{cat} >/dev/null; echo '{fail[1]}' >&2; exit 1\n"
+        for name, body in scripts.items():
+            if name not in missing:
+                (bin_ / name).write_text("#!/bin/sh\n" + body)
+                (bin_ / name).chmod(0o755)
+    return bin_
+
+
+def _boot_script(tmp_path, bin_):
+    res = subprocess.run(["/bin/sh", "-c", PROTECT_METADATA_SCRIPT], env={"PATH": str(bin_)},
+                         capture_output=True, text=True, timeout=30)
+    fed = {t: (tmp_path / f"{t}.in").read_text() if (tmp_path / f"{t}.in").exists() else None
+           for t in ("iptables", "ip6tables")}
+    return res, fed
+
+
+def test_boot_script_feeds_each_family_its_ruleset_in_one_restore(tmp_path):
+    res, fed = _boot_script(tmp_path, _fake_tools(tmp_path))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    for tool in ("iptables", "ip6tables"):
+        assert fed[tool] == ctxmod.metadata_ruleset(tool)
+        assert (tmp_path / f"{tool}.args").read_text().split() == ["-w", "--noflush"]
+
+
+def test_boot_script_inserts_no_hook_rule_that_is_already_there(tmp_path):
+    """A second run in one boot: the chain is refilled, present jumps stay single."""
+    bin_ = _fake_tools(tmp_path)
+    first = ("filter", "OUTPUT", "-d fd00:ec2::254 -j CP-METADATA")
+    present = {"iptables": [("filter", "OUTPUT", "-d 169.254.169.254 -j CP-METADATA"),
+                            ("filter", "FORWARD", "-d 169.254.169.254 -j REJECT"),
+                            ("mangle", "FORWARD", "-d 169.254.169.254 -j DROP")],
+               "ip6tables": [first]}
+    for tool, rules in present.items():
+        (tmp_path / f"present-{tool}").write_text(
+            "".join(f"-w -t {t} -C {c} {r}\n" for t, c, r in rules))
+    res, fed = _boot_script(tmp_path, bin_)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert fed["iptables"] == ctxmod.metadata_ruleset("iptables", present["iptables"])
+    assert "-I " not in fed["iptables"] and "-A CP-METADATA -j REJECT" in fed["iptables"]
+    assert fed["ip6tables"] == ctxmod.metadata_ruleset("ip6tables", [first])
+    assert fed["ip6tables"].count("-I ") == 5
+
+
+@pytest.mark.parametrize("missing, fail, error", [
+    (("ip6tables",), None, "ip6tables: not found"),
+    ((), ("ip6tables", "ip6tables-restore: Address family not supported by protocol"),
+     "ip6tables-restore: Address family not supported by protocol")])
+def test_a_family_that_cannot_be_firewalled_is_named_and_the_other_is(tmp_path, missing, fail,
+                                                                       error):
+    res, fed = _boot_script(tmp_path, _fake_tools(tmp_path, missing, fail))
+    assert res.returncode == 0     # the node joins all the same (the policy)
+    assert fed["iptables"] == ctxmod.metadata_ruleset("iptables")
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("condor_plugins: cannot firewall the metadata service with "
+                           "ip6tables (jobs may read the user data): ") and error in line, line
+
+
 def test_ccb_and_poweroff_can_be_switched_off():
     files = written(parse(render_user_data(make_ctx({
         "CLOUD_PLUGINS_EC2A_CCB_ADDRESS": "none",
