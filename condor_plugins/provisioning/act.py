@@ -127,17 +127,17 @@ class Acting:
 
     def revoke_ended(self, before: Mapping[str, InstanceRecord], now: float) -> None:
         """Revoke the worker tokens of the instances terminated in this cycle,
-        and of those that went away by themselves (revocation.py)."""
-        for iid, rec in self.records.items():
-            old = before.get(iid)
-            if rec.phase is Phase.GONE and (old is None or old.phase is not Phase.GONE):
-                self.ended.add(iid)
-        self.ended |= set(before) - set(self.records)
-        created = {iid: rec.created for iid, rec in {**before, **self.records}.items()}
+        and of those that went away by themselves (revocation.py): each
+        instance once, in the cycle it leaves for GONE (or is dropped)."""
+        was_gone = {iid for iid, old in before.items() if old.phase is Phase.GONE}
+        self.ended |= {iid for iid, rec in self.records.items()
+                       if rec.phase is Phase.GONE and iid not in was_gone}
+        self.ended |= set(before) - set(self.records) - was_gone
         if self.ended:
+            created = {iid: rec.created for iid, rec in {**before, **self.records}.items()}
             ids = {req: created.get(self._request_ids.get(req, req), now)
                    for req in identities_of(self.ended, self._request_ids)}
-            try:
+            try:   # writes the list and reconfigures the collector
                 self.revocations.revoke(ids, self.token_domain,
                                         self.cfg.worker_token_lifetime, now)
             except OSError as err:   # kept in ``ended``: tried again next cycle
@@ -146,7 +146,9 @@ class Acting:
                           ", ".join(sorted(self.ended)), err)
                 return
             self.ended = set()
-        elif not self.revocations.sync():
+        else:
+            self.revocations.sync()   # an earlier cycle's failed reconfig
+        if self.revocations.pending:
             self.incomplete.append("the collector reconfig for revoked tokens failed")
 
     def withdraw_node_ads(self, instance_id: str) -> None:
