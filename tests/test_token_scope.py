@@ -82,7 +82,8 @@ def test_the_client_authenticates_as_the_worker_and_nothing_else(pool, stolen, t
     assert re.search(r"^Authenticated using:\s+(\S+)$", res.stdout, re.M)[1] == "IDTOKENS"
     # The control for the refusals below: the same token, from the same kind
     # of client, still sends what a worker may send (its own slot ad).
-    assert advertise_as_worker(pool, THIEF, worker_token(pool, THIEF), tmp_path, 1)
+    accepted = advertise_as_worker(pool, THIEF, worker_token(pool, THIEF), tmp_path, 1)
+    assert accepted, "the worker token could not send its own slot ad"   # (no token shown)
 
 
 def test_a_worker_token_cannot_submit(pool, stolen, tmp_path):
