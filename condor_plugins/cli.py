@@ -6,6 +6,7 @@
     condor_cloud userdata ENTRY [--instance-id ID] [--show-secrets]
     condor_cloud config                 (a pip install: the config that enables it)
     condor_cloud try [--dir D] [--nodes N] [--cpus C] | try --stop [--dir D]
+    condor_cloud simulate HISTORY [--set KNOB=V1,V2] [--model E:K=V] [--site S] [--out DIR]
 
 ``status`` reads the provisioner's configuration (HTCondor knobs), its state
 file, every provider entry's listing, the collector and the provisioner's own
@@ -21,6 +22,11 @@ taken at its next cycle and audited in its log.
 boot with. Its token is a placeholder and secret files are redacted, unless
 ``--show-secrets`` is given: then a real worker token is minted (this needs
 the pool signing key) and printed, so keep that output private.
+
+``simulate`` replays a job history (condor_history -json, a history file or
+an SWF trace) through the provisioner's own policy in a simulated world and
+prints cost, idle node-hours and job waits per setting, with two baselines;
+see docs/simulate.md.
 """
 
 from __future__ import annotations
@@ -427,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--nodes", type=int, default=2, help="at most this many nodes (default 2)")
     tr.add_argument("--cpus", type=int, default=1, help="cores per node (default 1)")
     tr.add_argument("--stop", action="store_true", help="stop the pool and its nodes")
+    from .provisioning.simulate.command import add_parser as add_simulate
+    add_simulate(sub)
     ap.man_description = __doc__.split("\n", 1)[1]
     return ap
 
@@ -445,6 +453,9 @@ def main(argv=None) -> int:
             return 0
         if args.command in ("config", "try"):
             return _setup(args)
+        if args.command == "simulate":
+            from .provisioning.simulate.command import main as simulate_main
+            return simulate_main(args)
         if args.command == "plan":
             from .provisioning.dryrun import collect_plan, render_plan
             result = collect_plan()

@@ -60,6 +60,10 @@ KNOBS: Tuple[Knob, ...] = (
          "demand for cloud nodes only once it has been idle this long and the negotiator "
          "found no match for it (LastRejMatchReason). Cloud-mode jobs count at once; "
          "local-mode jobs never.", minimum=0),
+    Knob("SIMULATE_SITE_CAPACITY", "", "str", "The site's own static nodes, for condor_cloud "
+         "simulate only: NODESxCPUS/MEMORY_MB, several joined by + (e.g. "
+         "200x8/16000+10x64/256000). Empty: no site node (every job needs a cloud node). "
+         "The option --site overrides it."),
     Knob("TYPE", None, "str", "Provider type of the entry (entry point name: local, ec2, "
          "openstack...).", ENTRY_ONLY),
     Knob("IMAGE", "", "str", "Image of the entry's instances.", ENTRY_ONLY),

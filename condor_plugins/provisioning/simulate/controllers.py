@@ -1,0 +1,214 @@
+"""Who starts and stops the simulated nodes, and the run loop.
+
+* ``PolicyController``: the provisioner's own pure code, unchanged:
+  ``policy.plan`` (with the cross-entry allocation) on an ObservedState built
+  from the world, each CYCLE_INTERVAL; its Create, Drain and Terminate act
+  on the world as act.py acts on clouds.
+* ``FixedFleet``: N nodes from the start to the last job's end (baseline).
+* ``NaiveAutoscaler``: one node per K idle jobs each cycle, whatever is
+  booting, terminated after T idle (elastiq-style baseline).
+
+``run`` skips provisioner cycles in which nothing can change: no world event
+since the last cycle, no action in it, and no policy timer due (IDLE_TIMEOUT,
+JOIN_TIMEOUT, DRAIN_TIMEOUT, a backoff's end, BURST_DELAY).  Before a jump it
+runs the last cycle ahead of the next event, so the records it keeps (a
+busy node's last busy time) are those of the cycle-by-cycle run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional
+
+from ...config import ProvisionerConfig
+from ..idlejobs import per_entry
+from ..policy import fold_launches, plan
+from ..state import (Create, Demand, Drain, Hold, Launched, LaunchFailed, Listing,
+                     ObservedState, Phase, Terminate)
+from .world import INF, IDLE, CreateFailed, World
+
+__all__ = ["PolicyController", "FixedFleet", "NaiveAutoscaler", "run", "Series"]
+
+
+class PolicyController:
+    name = "policy"
+
+    def __init__(self, cfg: ProvisionerConfig):
+        self.cfg = cfg
+        self.records: Dict = {}
+        self.backoff: Dict = {}
+        self.failures: List = []
+        self.acted = True
+        self.holds: Dict[str, int] = {}      # hold key -> cycles it held
+        self.decisions = {"create": 0, "drain": 0, "terminate": 0, "failed": 0}
+
+    def cycle(self, world: World, now: float) -> None:
+        groups = world.idle_demand(now)
+        jobs = tuple(Demand(n, c.cpus, c.memory, c.entries) for c, n in groups)
+        names = [e.name for e in self.cfg.entries]
+        nodes = world.node_infos()
+        state = ObservedState(
+            records=self.records, backoff=self.backoff, demand=per_entry(jobs, names),
+            jobs=jobs, running={i: len(world.nodes[i].running) for i in nodes},
+            listings={n: Listing(True, world.listing(n)) for n in names}, nodes=nodes,
+            outcomes=tuple(self.failures))
+        result = plan(state, self.cfg, now)
+        self.records, self.backoff, self.failures = dict(result.records), dict(result.backoff), []
+        self.acted = False
+        for action in result.actions:
+            if isinstance(action, Hold):
+                self.holds[action.key or "other"] = self.holds.get(action.key or "other", 0) + 1
+            elif isinstance(action, Create):
+                self.acted = True
+                for _ in range(action.count):
+                    try:
+                        node = world.create(action.entry, now)
+                    except CreateFailed as err:
+                        self.failures.append(LaunchFailed(action.entry, "capacity", str(err)))
+                        self.decisions["failed"] += 1
+                        break
+                    self.decisions["create"] += 1
+                    launched = Launched(action.entry, (world.instance(node),))
+                    self.records = fold_launches(self.records, [launched], now)
+            elif isinstance(action, (Drain, Terminate)):
+                self.acted = True
+                kind = "drain" if isinstance(action, Drain) else "terminate"
+                self.decisions[kind] += 1
+                getattr(world, kind)(action.instance_id, now)
+
+    def next_timer(self, world: World, now: float) -> float:
+        """When a timer of the policy may change a decision (INF: none)."""
+        out = INF
+        by = {e.name: e for e in self.cfg.entries}
+        for rec in self.records.values():
+            e = by.get(rec.entry)
+            if e is None or rec.phase is Phase.GONE:
+                return now  # dropped (or reported) next cycle
+            if rec.phase is Phase.REQUESTED:
+                out = min(out, rec.since + e.request_timeout)
+            elif rec.phase is Phase.BOOTING:
+                out = min(out, rec.created + e.join_timeout)
+            elif rec.phase is Phase.IDLE:
+                mark = max(t for t in (rec.joined, rec.last_busy, rec.since) if t is not None)
+                for k in (1, 3):
+                    if mark + k * e.idle_timeout > now:
+                        out = min(out, mark + k * e.idle_timeout)
+            elif rec.phase is Phase.DRAINING:
+                out = min(out, rec.since + e.drain_timeout)
+        for b in self.backoff.values():
+            if b.until > now:
+                out = min(out, b.until)
+        return out
+
+
+class NaiveAutoscaler:
+    """Each cycle: one node per ``per`` idle jobs a cloud node could serve (no
+    matter what is booting), up to MAX_INSTANCES; terminate a node idle for
+    ``idle`` seconds."""
+    name = "naive"
+
+    def __init__(self, cfg: ProvisionerConfig, per: int, idle: float):
+        self.cfg, self.per, self.idle, self.acted = cfg, max(1, per), idle, True
+        self.cap = cfg.max_instances if cfg.max_instances is not None else sum(
+            e.max_instances for e in cfg.entries)
+
+    def cycle(self, world: World, now: float) -> None:
+        self.acted = False
+        for node in list(world.nodes.values()):
+            if node.phase == IDLE and now - node.idle_since >= self.idle:
+                world.terminate(node.id, now)
+                self.acted = True
+        entry = self.cfg.entries[0].name if self.cfg.entries else None
+        idle = sum(n for _, n in world.idle_demand(now))
+        want = min(math.ceil(idle / self.per), self.cap - len(world.nodes))
+        for _ in range(max(0, want)):
+            try:
+                world.create(entry, now)
+                self.acted = True
+            except CreateFailed:
+                break
+
+    def next_timer(self, world: World, now: float) -> float:
+        return min((n.idle_since + self.idle for n in world.nodes.values() if n.phase == IDLE),
+                   default=INF)
+
+
+class FixedFleet:
+    """``size`` nodes of the first entry from the start; a node the cloud
+    takes is replaced; all are terminated after the last job."""
+    name = "fixed"
+
+    def __init__(self, cfg: ProvisionerConfig, size: int):
+        self.entry = cfg.entries[0].name if cfg.entries else None
+        self.size, self.acted = size, True
+
+    def cycle(self, world: World, now: float) -> None:
+        self.acted = False
+        if world.next_job >= len(world.jobs) and world.done >= world.expected:
+            for nid in list(world.nodes):
+                world.terminate(nid, now)
+            return
+        for _ in range(self.size - len(world.nodes)):
+            try:
+                world.create(self.entry, now)
+                self.acted = True
+            except CreateFailed:
+                break
+
+    def next_timer(self, world: World, now: float) -> float:
+        return INF
+
+
+class Series:
+    """What the figure shows, one row per provisioner cycle run."""
+
+    def __init__(self):
+        self.t: List[float] = []
+        self.idle_jobs: List[int] = []
+        self.phases: List[tuple] = []
+        self.spend: List[float] = []
+
+    def sample(self, world: World, now: float) -> None:
+        self.t.append(now - world.t0)
+        self.idle_jobs.append(world.idle_jobs())
+        self.phases.append(tuple(world.counts))
+        self.spend.append(world.spend_rate)
+
+
+def run(world: World, controller, cycle: float, horizon: float = 30 * 86400,
+        progress: Optional[Callable[[float], None]] = None) -> dict:
+    """Drive ``world`` with ``controller`` every ``cycle`` seconds until every
+    job ended and every cloud node is gone (or ``horizon`` after the last
+    arrival).  Returns run statistics (cycles run and skipped)."""
+    series = Series()
+    t = world.t0
+    end = (world.jobs[-1].submit if world.jobs else t) + horizon
+    ran = skipped = 0
+    next_report, forced = t, True
+    while True:
+        world.advance(t)
+        if world.finished() or t > end:
+            break
+        if forced or world.dirty or controller.acted or controller.next_timer(world, t) <= t:
+            world.dirty = forced = False
+            controller.cycle(world, t)
+            series.sample(world, t)
+            ran += 1
+        else:
+            skipped += 1
+        step = t + cycle
+        if not world.dirty and not controller.acted:
+            wake = min(world.next_event(), controller.next_timer(world, t))
+            if wake == INF and not world.nodes and world.next_job >= len(world.jobs):
+                break  # nothing will ever change again (jobs no node can run)
+            last_before = world.t0 + (math.ceil((wake - world.t0) / cycle) - 1) * cycle
+            if last_before > step:
+                skipped += int((last_before - step) / cycle)
+                step, forced = last_before, True
+        t = step
+        if progress is not None and t >= next_report:
+            progress(t)
+            next_report = t + 86400
+    series.sample(world, world.now)
+    return {"series": series, "cycles": ran, "skipped": skipped, "end": world.now,
+            "complete": world.finished()}
