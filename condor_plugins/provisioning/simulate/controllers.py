@@ -202,8 +202,8 @@ def run(world: World, controller, cycle: float, horizon: float = 30 * 86400,
             if wake == INF and not world.nodes and world.next_job >= len(world.jobs):
                 break  # nothing will ever change again (jobs no node can run)
             last_before = world.t0 + (math.ceil((wake - world.t0) / cycle) - 1) * cycle
-            if last_before > step:
-                skipped += int((last_before - step) / cycle)
+            if last_before >= step:  # run the last cycle before it, skip the rest
+                skipped += int(round((last_before - step) / cycle))
                 step, forced = last_before, True
         t = step
         if progress is not None and t >= next_report:

@@ -110,6 +110,7 @@ def write_figure(runs: List[dict], out: Path, title: str = "") -> List[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: small, searchable
     cols = len(runs)
     fig, axes = plt.subplots(3, cols, figsize=(4.2 * cols + 1, 7.5), sharex="col",
                              squeeze=False)
