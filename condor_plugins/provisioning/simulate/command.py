@@ -276,7 +276,12 @@ def main(args) -> int:
     (out / "simulate.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     files = [out / "simulate.json"]
     if not args.no_figure:
-        files += write_figure(series, out / "simulate", f"{trace.source}: {len(trace.jobs)} jobs")
+        try:
+            files += write_figure(series, out / "simulate",
+                                  f"{trace.source}: {len(trace.jobs)} jobs")
+        except ImportError:
+            print("condor_cloud simulate: no figure: matplotlib is not installed "
+                  "(python3-matplotlib)", file=sys.stderr)
     rows = [r for s in doc["settings"] for r in s["runs"]]
     if args.json:
         print(json.dumps(doc, indent=1, sort_keys=True))

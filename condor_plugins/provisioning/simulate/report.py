@@ -112,7 +112,7 @@ def write_figure(runs: List[dict], out: Path, title: str = "") -> List[Path]:
     import matplotlib.pyplot as plt
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: small, searchable
     cols = len(runs)
-    fig, axes = plt.subplots(3, cols, figsize=(4.2 * cols + 1, 7.5), sharex="col",
+    fig, axes = plt.subplots(3, cols, figsize=(4.2 * cols + 1, 7.5), sharex="col", sharey="row",
                              squeeze=False)
     colors = {"booting": "#f0ad4e", "idle": "#d9534f", "busy": "#5cb85c",
               "draining": "#5bc0de", "stopping": "#999999"}

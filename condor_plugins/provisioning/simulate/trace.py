@@ -202,3 +202,32 @@ def synthetic(days: float, jobs_per_day: int, seed: int = 1, start: float = 1.7e
         jobs.append(Job(start + min(t, days * 86400), runtime, cpus, mem, mode))
     jobs.sort(key=lambda j: j.submit)
     return Trace(jobs, f"synthetic({days:g} days, {jobs_per_day}/day, seed {seed})")
+
+
+def history_json(trace: Trace) -> list:
+    """The trace as ``condor_history -json`` ads (run time as RemoteWallClockTime)."""
+    return [{"ClusterId": k + 1, "ProcId": 0, "QDate": int(j.submit),
+             "RemoteWallClockTime": round(j.runtime), "RequestCpus": j.cpus,
+             "RequestMemory": j.memory_mb, "JobStatus": 4,
+             **({"CloudMode": j.mode} if j.mode else {})} for k, j in enumerate(trace.jobs)]
+
+
+def main(argv=None) -> int:
+    """``python3 -m condor_plugins.provisioning.simulate.trace``: write a
+    synthetic bursty trace as condor_history -json, to try simulate on."""
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(description=main.__doc__.split(":")[1].strip())
+    ap.add_argument("--days", type=float, default=3)
+    ap.add_argument("--jobs-per-day", type=int, default=4000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mode", choices=MODES, default="any")
+    args = ap.parse_args(argv)
+    trace = synthetic(args.days, args.jobs_per_day, args.seed, mode=args.mode)
+    json.dump(history_json(trace), sys.stdout, indent=0)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
