@@ -19,7 +19,7 @@ PARAM = {
     "CLOUD_PLUGINS_SIM1_MEMORY": "2048", "CLOUD_PLUGINS_SIM1_IDLE_TIMEOUT": "60",
     "CLOUD_PLUGINS_SIM1_COST_PER_HOUR": "3.6", "NEGOTIATOR_INTERVAL": "10",
 }
-MODEL = ["sim1:boot=40,shutdown=0"]
+MODEL = ["sim1:boot=40,shutdown=0,retire=0"]
 
 # Three cloud jobs, one entry of 1-core nodes, boot 40 s, cycle and
 # negotiation every 10 s, IDLE_TIMEOUT 60 s:

@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
                    "simulate.json, simulate.png and simulate.svg")
     p.add_argument("--model", action="append", default=[], metavar="ENTRY:KEY=V,...",
                    help="an entry's simulated cloud (ENTRY * for all): boot=DIST, fail=P, "
-                        "interrupt=PER_NODE_HOUR, shutdown=S, notice=S, price=PER_HOUR")
+                        "interrupt=PER_NODE_HOUR, retire=S, shutdown=S, notice=S, "
+                        "price=PER_HOUR")
     p.add_argument("--site", help="the site's own nodes: NxCPUS/MEMORY_MB[+...] or a "
                                   "condor_status -json file (default: "
                                   "CLOUD_PLUGINS_SIMULATE_SITE_CAPACITY)")
@@ -153,11 +154,11 @@ def parse_models(items: List[str], entries: List[str]) -> Dict[str, CloudModel]:
                     m = models[t]
                     if key == "boot":
                         m.boot = Dist(value)
-                    elif key in ("fail", "interrupt", "shutdown", "notice", "price"):
+                    elif key in ("fail", "interrupt", "shutdown", "notice", "price", "retire"):
                         setattr(m, key, float(value))
                     else:
                         raise UsageError(f"--model {item!r}: unknown key {key!r} (boot, fail, "
-                                         "interrupt, shutdown, notice, price)")
+                                         "interrupt, retire, shutdown, notice, price)")
             except ValueError as err:
                 raise UsageError(f"--model {item!r}: {err}") from None
     return models
@@ -182,7 +183,8 @@ def simulate(trace: Trace, param: Mapping[str, str], sets: List[str] = (),
            "skipped_jobs": trace.skipped, "real": trace.real,
            "site_nodes": len(site_nodes), "site_cores": sum(c for c, _ in site_nodes),
            "models": {n: {"boot": m.boot.spec, "fail": m.fail, "interrupt": m.interrupt,
-                          "shutdown": m.shutdown, "notice": m.notice, "price": m.price}
+                          "retire": m.retire, "shutdown": m.shutdown, "notice": m.notice,
+                          "price": m.price}
                       for n, m in cloud_models.items()},
            "settings": [], "_series": []}
     for label, overlay in expand_sets(list(sets), names):

@@ -100,7 +100,7 @@ def render_table(rows: List[dict]) -> str:
                      for line in lines)
 
 
-def _thin(n: int, most: int = 2500) -> range:
+def _thin(n: int, most: int = 1200) -> range:
     return range(0, n, max(1, n // most))
 
 
@@ -129,7 +129,8 @@ def write_figure(runs: List[dict], out: Path, title: str = "") -> List[Path]:
         ax.set_ylabel("idle jobs" if k == 0 else "")
         ax = axes[1][k]
         ax.stackplot(t, *[[s.phases[i][p] for i in idx] for p in range(len(PHASES))],
-                     labels=PHASES, colors=[colors[p] for p in PHASES], step="post")
+                     labels=PHASES, colors=[colors[p] for p in PHASES], step="post",
+                     rasterized=True)  # a small SVG even for a month
         for name, other in run.get("baselines", {}).items():
             o = other
             oi = _thin(len(o.t))

@@ -38,7 +38,7 @@ INF = float("inf")
 #: Accounting phases of a cloud node.
 PHASES = ("booting", "idle", "busy", "draining", "stopping")
 BOOTING, IDLE, BUSY, DRAINING, STOPPING = range(5)
-_DONE, _JOIN, _GONE, _INTERRUPT = range(4)
+_DONE, _JOIN, _GONE, _INTERRUPT, _RETIRE = range(5)
 
 
 class Dist:
@@ -82,6 +82,8 @@ class CloudModel:
     fail: float = 0.0                  # probability that a create fails
     interrupt: float = 0.0             # spot interruptions per node-hour
     shutdown: float = 30.0             # terminate -> deleted (still billed)
+    retire: float = 30.0               # drain -> the node retires (pulls the request
+                                       # within CONTROL_PERIOD, 60 s: 30 s on average)
     notice: float = 120.0              # interruption notice -> deleted
     price: Optional[float] = None      # per hour; None: the entry's COST_PER_HOUR
 
@@ -209,7 +211,8 @@ class World:
                 self.next_job += 1
             elif te <= tn:
                 _, _, kind, obj, tok = heapq.heappop(heap)
-                (self._job_done, self._join, self._gone, self._interrupt)[kind](obj, tok, t)
+                (self._job_done, self._join, self._gone, self._interrupt,
+                 self._retire)[kind](obj, tok, t)
             else:
                 self._negotiate(t)
         self.now = until
@@ -353,9 +356,21 @@ class World:
             self._push(t + self.rng[node.entry].expovariate(rate / 3600.0), _INTERRUPT, node)
 
     def drain(self, nid: str, t: float) -> None:
+        """Asked to retire: the node takes no new job once it has seen the
+        request (``CloudModel.retire`` later: it pulls it), then drains."""
         node = self.nodes.get(nid)
         if node is None or node.draining:
             return
+        delay = self.models[node.entry].retire
+        if delay > 0:
+            self._push(t + delay, _RETIRE, node)
+        else:
+            self._retire(node, 0, t)
+
+    def _retire(self, node: Node, _tok, t: float) -> None:
+        if node.gone is not None or node.draining or node.phase == STOPPING:
+            return
+        nid = node.id
         node.draining, node.info = True, None
         self.free_cloud.pop(nid, None)
         if node.joined is not None and node.phase in (IDLE, BUSY):
