@@ -101,16 +101,26 @@ class PolicyController:
         return out
 
 
+def _ordered(cfg: ProvisionerConfig) -> list:
+    """Entries as the allocation prefers them: priority, then cost per core."""
+    return sorted((e for e in cfg.entries if e.enabled),
+                  key=lambda e: (e.priority, e.cost_per_hour / max(1, e.cpus), e.name))
+
+
+def _room(world: World, entry) -> int:
+    return entry.max_instances - sum(1 for n in world.nodes.values() if n.entry == entry.name)
+
+
 class NaiveAutoscaler:
     """Each cycle: one node per ``per`` idle jobs a cloud node could serve (no
-    matter what is booting), up to MAX_INSTANCES; terminate a node idle for
-    ``idle`` seconds."""
+    matter what is booting), on the first entry (by priority and cost) that
+    matches them, within MAX_INSTANCES; terminate a node idle for ``idle``
+    seconds (no drain)."""
     name = "naive"
 
     def __init__(self, cfg: ProvisionerConfig, per: int, idle: float):
         self.cfg, self.per, self.idle, self.acted = cfg, max(1, per), idle, True
-        self.cap = cfg.max_instances if cfg.max_instances is not None else sum(
-            e.max_instances for e in cfg.entries)
+        self.order = _ordered(cfg)
 
     def cycle(self, world: World, now: float) -> None:
         self.acted = False
@@ -118,15 +128,20 @@ class NaiveAutoscaler:
             if node.phase == IDLE and now - node.idle_since >= self.idle:
                 world.terminate(node.id, now)
                 self.acted = True
-        entry = self.cfg.entries[0].name if self.cfg.entries else None
-        idle = sum(n for _, n in world.idle_demand(now))
-        want = min(math.ceil(idle / self.per), self.cap - len(world.nodes))
-        for _ in range(max(0, want)):
-            try:
-                world.create(entry, now)
-                self.acted = True
-            except CreateFailed:
-                break
+        wanted: Dict[str, int] = {}
+        for cls, count in world.idle_demand(now):
+            first = next((e.name for e in self.order if e.name in cls.entries), None)
+            if first is not None:
+                wanted[first] = wanted.get(first, 0) + count
+        cap = INF if self.cfg.max_instances is None else self.cfg.max_instances - len(world.nodes)
+        for entry in self.order:
+            want = min(math.ceil(wanted.get(entry.name, 0) / self.per), _room(world, entry), cap)
+            for _ in range(max(0, int(want))):
+                try:
+                    world.create(entry.name, now)
+                except CreateFailed:
+                    break
+                self.acted, cap = True, cap - 1
 
     def next_timer(self, world: World, now: float) -> float:
         return min((n.idle_since + self.idle for n in world.nodes.values() if n.phase == IDLE),
@@ -134,13 +149,13 @@ class NaiveAutoscaler:
 
 
 class FixedFleet:
-    """``size`` nodes of the first entry from the start; a node the cloud
-    takes is replaced; all are terminated after the last job."""
+    """``size`` nodes from the start, on the entries in order of priority and
+    cost within their MAX_INSTANCES; a node the cloud takes is replaced; all
+    are terminated after the last job."""
     name = "fixed"
 
     def __init__(self, cfg: ProvisionerConfig, size: int):
-        self.entry = cfg.entries[0].name if cfg.entries else None
-        self.size, self.acted = size, True
+        self.order, self.size, self.acted = _ordered(cfg), size, True
 
     def cycle(self, world: World, now: float) -> None:
         self.acted = False
@@ -148,12 +163,14 @@ class FixedFleet:
             for nid in list(world.nodes):
                 world.terminate(nid, now)
             return
-        for _ in range(self.size - len(world.nodes)):
-            try:
-                world.create(self.entry, now)
-                self.acted = True
-            except CreateFailed:
-                break
+        missing = self.size - len(world.nodes)
+        for entry in self.order:
+            for _ in range(max(0, min(missing, _room(world, entry)))):
+                try:
+                    world.create(entry.name, now)
+                except CreateFailed:
+                    break
+                self.acted, missing = True, missing - 1
 
     def next_timer(self, world: World, now: float) -> float:
         return INF
