@@ -114,8 +114,8 @@ def _room(world: World, entry) -> int:
 class NaiveAutoscaler:
     """Each cycle: one node per ``per`` idle jobs a cloud node could serve (no
     matter what is booting), on the first entry (by priority and cost) that
-    matches them, within MAX_INSTANCES; terminate a node idle for ``idle``
-    seconds (no drain)."""
+    matches them, spilling to the next one at its MAX_INSTANCES; terminate a
+    node idle for ``idle`` seconds (no drain)."""
     name = "naive"
 
     def __init__(self, cfg: ProvisionerConfig, per: int, idle: float):
@@ -128,20 +128,24 @@ class NaiveAutoscaler:
             if node.phase == IDLE and now - node.idle_since >= self.idle:
                 world.terminate(node.id, now)
                 self.acted = True
-        wanted: Dict[str, int] = {}
-        for cls, count in world.idle_demand(now):
-            first = next((e.name for e in self.order if e.name in cls.entries), None)
-            if first is not None:
-                wanted[first] = wanted.get(first, 0) + count
+        room = {e.name: _room(world, e) for e in self.order}
         cap = INF if self.cfg.max_instances is None else self.cfg.max_instances - len(world.nodes)
-        for entry in self.order:
-            want = min(math.ceil(wanted.get(entry.name, 0) / self.per), _room(world, entry), cap)
-            for _ in range(max(0, int(want))):
-                try:
-                    world.create(entry.name, now)
-                except CreateFailed:
+        for cls, count in world.idle_demand(now):
+            for entry in self.order:  # the first matching entry, spilling to the next
+                if count <= 0 or cap <= 0:
                     break
-                self.acted, cap = True, cap - 1
+                if entry.name not in cls.entries or room[entry.name] <= 0:
+                    continue
+                for _ in range(int(min(math.ceil(count / self.per), room[entry.name], cap))):
+                    try:
+                        world.create(entry.name, now)
+                    except CreateFailed:
+                        room[entry.name] = 0
+                        break
+                    self.acted = True
+                    room[entry.name] -= 1
+                    cap -= 1
+                    count -= self.per
 
     def next_timer(self, world: World, now: float) -> float:
         return min((n.idle_since + self.idle for n in world.nodes.values() if n.phase == IDLE),
