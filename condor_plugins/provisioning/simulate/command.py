@@ -52,6 +52,9 @@ def add_parser(sub) -> None:
                                   "CLOUD_PLUGINS_SIMULATE_SITE_CAPACITY)")
     p.add_argument("--negotiator-interval", type=float, help="seconds (default: "
                    "NEGOTIATOR_INTERVAL, else 60)")
+    p.add_argument("--cycle-offset", type=float, metavar="SECONDS",
+                   help="the provisioner's first cycle after the first arrival (default: half "
+                        "of CLOUD_PLUGINS_CYCLE_INTERVAL, the expected wait of a burst)")
     p.add_argument("--default-mode", choices=MODES, default="any",
                    help="mode of jobs without CloudMode (default any)")
     p.add_argument("--fixed", type=int, help="baseline fleet size (default: the policy's "
@@ -170,9 +173,11 @@ def simulate(trace: Trace, param: Mapping[str, str], sets: List[str] = (),
              models: List[str] = (), site: Optional[str] = None,
              negotiator_interval: Optional[float] = None, default_mode: str = "any",
              baselines: bool = True, fixed: Optional[int] = None, naive: Optional[str] = None,
-             seed: int = 1, progress=None) -> dict:
+             seed: int = 1, progress=None, cycle_offset: Optional[float] = None,
+             skip: bool = True) -> dict:
     """Every setting's policy run and baselines, as the JSON document (the
-    series for the figure are kept under ``_series``)."""
+    series for the figure are kept under ``_series``).  ``skip`` False runs
+    every provisioner cycle (no event-driven skipping)."""
     base = config_mod.load(param)
     names = [e.name for e in base.entries]
     if not names:
@@ -201,8 +206,9 @@ def simulate(trace: Trace, param: Mapping[str, str], sets: List[str] = (),
         def world():
             return World(trace, cfg.entries, cloud_models, site_nodes, classes, seed, neg,
                          cfg.burst_delay)
+        offset = cfg.cycle_interval / 2 if cycle_offset is None else cycle_offset
         began = time.monotonic()
-        row = _one(world(), PolicyController(cfg), cfg, label, progress)
+        row = _one(world(), PolicyController(cfg), cfg, label, progress, offset, skip)
         rows = [row]
         row["wall_s"] = round(time.monotonic() - began, 2)
         series = {"label": label, "series": row.pop("_series"), "baselines": {}}
@@ -210,20 +216,23 @@ def simulate(trace: Trace, param: Mapping[str, str], sets: List[str] = (),
             size = fixed if fixed is not None else max(1, row["peak_nodes"])
             per, idle = _naive(naive, cfg)
             for ctl in (FixedFleet(cfg, size), NaiveAutoscaler(cfg, per, idle)):
-                b = _one(world(), ctl, cfg, label, progress)
+                b = _one(world(), ctl, cfg, label, progress, offset, skip)
                 b["run"] = (f"fixed {size}" if ctl.name == "fixed" else
                             f"naive {per},{idle:g}s")
                 series["baselines"][b["run"]] = b.pop("_series")
                 rows.append(b)
-        out["settings"].append({"label": label, "knobs": overlay, "runs": rows})
+        out["settings"].append({"label": label, "knobs": overlay, "cycle_offset_s": offset,
+                                "runs": rows})
         out["_series"].append(series)
     return out
 
 
-def _one(world: World, controller, cfg, label: str, progress) -> dict:
+def _one(world: World, controller, cfg, label: str, progress, offset: float,
+         skip: bool = True) -> dict:
     tell = None if progress is None else (lambda t: progress(t - world.t0,
                                                              f"{label}: {controller.name}"))
-    result = run(world, controller, cfg.cycle_interval, progress=tell)
+    result = run(world, controller, cfg.cycle_interval, progress=tell, offset=offset,
+                 skip=skip)
     row = summarize(world, result, controller, label)
     row["_series"] = result["series"]
     return row
@@ -266,7 +275,7 @@ def main(args) -> int:
     try:
         doc = simulate(trace, param, args.set, args.model, args.site, args.negotiator_interval,
                        args.default_mode, not args.no_baselines, args.fixed, args.naive,
-                       args.seed, bar)
+                       args.seed, bar, args.cycle_offset)
     except (UsageError, ConfigError) as err:
         print(f"condor_cloud simulate: {err}", file=sys.stderr)
         return 2

@@ -76,29 +76,26 @@ class PolicyController:
                 self.decisions[kind] += 1
                 getattr(world, kind)(action.instance_id, now)
 
-    def next_timer(self, world: World, now: float) -> float:
-        """When a timer of the policy may change a decision (INF: none)."""
-        out = INF
+    def next_timer(self, world: World, after: float) -> float:
+        """The first time after ``after`` at which a timer of the policy may
+        change a decision (INF: none)."""
+        times = []
         by = {e.name: e for e in self.cfg.entries}
         for rec in self.records.values():
             e = by.get(rec.entry)
             if e is None or rec.phase is Phase.GONE:
-                return now  # dropped (or reported) next cycle
+                return after  # dropped (or reported) next cycle: due now
             if rec.phase is Phase.REQUESTED:
-                out = min(out, rec.since + e.request_timeout)
+                times.append(rec.since + e.request_timeout)
             elif rec.phase is Phase.BOOTING:
-                out = min(out, rec.created + e.join_timeout)
+                times.append(rec.created + e.join_timeout)
             elif rec.phase is Phase.IDLE:
                 mark = max(t for t in (rec.joined, rec.last_busy, rec.since) if t is not None)
-                for k in (1, 3):
-                    if mark + k * e.idle_timeout > now:
-                        out = min(out, mark + k * e.idle_timeout)
+                times += [mark + e.idle_timeout, mark + 3 * e.idle_timeout]
             elif rec.phase is Phase.DRAINING:
-                out = min(out, rec.since + e.drain_timeout)
-        for b in self.backoff.values():
-            if b.until > now:
-                out = min(out, b.until)
-        return out
+                times.append(rec.since + e.drain_timeout)
+        times += [b.until for b in self.backoff.values()]
+        return min((t for t in times if t > after), default=INF)
 
 
 def _ordered(cfg: ProvisionerConfig) -> list:
@@ -147,9 +144,9 @@ class NaiveAutoscaler:
                     cap -= 1
                     count -= self.per
 
-    def next_timer(self, world: World, now: float) -> float:
-        return min((n.idle_since + self.idle for n in world.nodes.values() if n.phase == IDLE),
-                   default=INF)
+    def next_timer(self, world: World, after: float) -> float:
+        return min((n.idle_since + self.idle for n in world.nodes.values()
+                    if n.phase == IDLE and n.idle_since + self.idle > after), default=INF)
 
 
 class FixedFleet:
@@ -176,7 +173,7 @@ class FixedFleet:
                     break
                 self.acted, missing = True, missing - 1
 
-    def next_timer(self, world: World, now: float) -> float:
+    def next_timer(self, world: World, after: float) -> float:
         return INF
 
 
@@ -197,35 +194,43 @@ class Series:
 
 
 def run(world: World, controller, cycle: float, horizon: float = 30 * 86400,
-        progress: Optional[Callable[[float], None]] = None) -> dict:
-    """Drive ``world`` with ``controller`` every ``cycle`` seconds until every
-    job ended and every cloud node is gone (or ``horizon`` after the last
-    arrival).  Returns run statistics (cycles run and skipped)."""
+        progress: Optional[Callable[[float], None]] = None, offset: float = 0.0,
+        skip: bool = True) -> dict:
+    """Drive ``world`` with ``controller`` every ``cycle`` seconds, the first
+    cycle ``offset`` seconds after the first arrival, until every job ended
+    and every cloud node is gone (or ``horizon`` after the last arrival).
+    Returns run statistics (cycles run and skipped).  ``skip`` False runs
+    every cycle (the reference the skipping is tested against)."""
     series = Series()
-    t = world.t0
+    base = t = world.t0 + offset
     end = (world.jobs[-1].submit if world.jobs else t) + horizon
     ran = skipped = 0
-    next_report, forced = t, True
+    next_report = t
     while True:
         world.advance(t)
         if world.finished() or t > end:
             break
-        if forced or world.dirty or controller.acted or controller.next_timer(world, t) <= t:
-            world.dirty = forced = False
+        # Run it if anything changed or a timer fell since the last tick, or
+        # if it is the last cycle before a change (a busy node's last busy
+        # time is then the one a cycle-by-cycle run keeps).
+        due = min(controller.next_timer(world, t - cycle), world.next_eligible(t - cycle)) <= t
+        wake = min(world.next_event(), controller.next_timer(world, t))
+        if not skip or ran == 0 or world.dirty or controller.acted or due or wake <= t + cycle:
+            world.dirty = False
             controller.cycle(world, t)
             series.sample(world, t)
             ran += 1
         else:
             skipped += 1
         step = t + cycle
-        if not world.dirty and not controller.acted:
+        if skip and not world.dirty and not controller.acted:
             wake = min(world.next_event(), controller.next_timer(world, t))
             if wake == INF and not world.nodes and world.next_job >= len(world.jobs):
                 break  # nothing will ever change again (jobs no node can run)
-            last_before = world.t0 + (math.ceil((wake - world.t0) / cycle) - 1) * cycle
-            if last_before >= step:  # run the last cycle before it, skip the rest
+            last_before = base + (math.ceil((wake - base) / cycle) - 1) * cycle
+            if last_before > step:  # skip to the last cycle before the change
                 skipped += int(round((last_before - step) / cycle))
-                step, forced = last_before, True
+                step = last_before
         t = step
         if progress is not None and t >= next_report:
             progress(t)

@@ -109,10 +109,21 @@ def _history_ads(text: str) -> Iterable:
 
 
 def _as_classad(ad):
+    """A ClassAd of a JSON ad, its ``/Expr(...)/`` strings as expressions."""
     import classad2
-    if isinstance(ad, dict):
-        return classad2.parseOne(json.dumps(ad), classad2.ParserType.JSON)
-    return ad
+    if not isinstance(ad, dict):
+        return ad
+    out = classad2.ClassAd()
+    for key, value in ad.items():
+        if isinstance(value, str) and value.startswith("/Expr(") and value.endswith(")/"):
+            try:
+                out[key] = classad2.ExprTree(value[6:-2])
+                continue
+            except Exception:  # not an expression the bindings parse: kept as text
+                pass
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+    return out
 
 
 def read_history(path: Path, default_mode: str = "any") -> Trace:

@@ -183,17 +183,18 @@ class World:
         ta = self.jobs[self.next_job].submit if self.next_job < len(self.jobs) else INF
         te = self.heap[0][0] if self.heap else INF
         tn = self.neg_at if self.neg_dirty else INF
-        return min(ta, te, tn, self._next_eligible())
+        return min(ta, te, tn, self.next_eligible(self.now))
 
-    def _next_eligible(self) -> float:
-        """When the next waiting mode-any job passes BURST_DELAY."""
+    def next_eligible(self, after: float) -> float:
+        """The first time after ``after`` at which a waiting mode-any job
+        passes BURST_DELAY (INF: none)."""
         out = INF
         for c in self.classes:
             if c.mode == "any" and c.entries and c.head < len(c.times):
-                k = bisect_right(c.times, self.now - self.burst_delay, c.head)
+                k = bisect_right(c.times, after - self.burst_delay, c.head)
                 if k < len(c.times):
                     out = min(out, c.times[k] + self.burst_delay)
-        return out if out > self.now else INF
+        return out
 
     def advance(self, until: float) -> None:
         """Process everything that happens up to ``until`` (inclusive), in order."""
@@ -249,6 +250,7 @@ class World:
         node.ran += 1
         node.info = None
         self.running_jobs += 1
+        self.dirty = True
         if node.free_cpus <= 0:
             (self.free_site if node.site else self.free_cloud).pop(node.id, None)
         self._push(t + self.jobs[i].runtime, _DONE, (i, node), self.token[i])
@@ -284,7 +286,9 @@ class World:
                              and node.phase != STOPPING)
 
     def _negotiate(self, t: float) -> None:
-        self.neg_dirty, self.last_neg, self.neg_at = False, t, INF
+        # Changes what the provisioner sees even when it places nothing: the
+        # jobs it did not match now count as demand (mode any).
+        self.neg_dirty, self.last_neg, self.neg_at, self.dirty = False, t, INF, True
         for cls in self.classes:
             if not cls.waiting():
                 continue
