@@ -137,8 +137,9 @@ def test_paths(rpmq):
              if not f.startswith("/usr/share/doc/")
              and "/__pycache__" not in f
              and f not in {info, f"{sitelib}/condor_plugins",
-                           *(f"{sitelib}/condor_plugins/{d.name}" for d in src.iterdir()
-                             if d.is_dir() and d.name != "__pycache__"),
+                           *(f"{sitelib}/condor_plugins/{d.relative_to(src).as_posix()}"
+                             for d in src.rglob("*")
+                             if d.is_dir() and "__pycache__" not in d.parts),
                            "/usr/share/condor-cloud-plugins",
                            "/usr/share/condor-cloud-plugins/worker"}}
     assert not extra, f"unexpected in the RPM: {sorted(extra)}"
@@ -391,7 +392,11 @@ def test_shipped_fragments_inert(configs):
 
 
 def evaluate(expr, ad):
+    """``expr`` as the collector evaluates it: htcondor2 registers HTCondor's
+    own ClassAd functions (splitUserName...); with classad2 alone they are
+    errors, so the result depended on which test ran first in the process."""
     import classad2
+    import htcondor2  # noqa: F401
     return classad2.ExprTree(expr).eval(ad)
 
 
