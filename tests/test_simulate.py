@@ -194,8 +194,32 @@ def test_the_command_writes_table_json_and_figure(tmp_path):
     svg = (out / "simulate.svg").read_text()
     for label in ("idle jobs", "cloud nodes", "spend per hour", "IDLE_TIMEOUT=600"):
         assert label in svg
+    shown = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "simulate",
+                            str(tmp_path / "h.json"), "--config", str(tmp_path / "sim.conf"),
+                            "--progress", "--json", "--no-figure", "--no-baselines",
+                            "--out", str(tmp_path / "out2")], capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0 and "days/s)" in shown.stderr and "day " in shown.stderr
+    assert json.loads(shown.stdout)["settings"][0]["runs"][0]["run"] == "policy"
+    assert not (tmp_path / "out2" / "simulate.png").exists()
     bad = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "simulate",
                           str(tmp_path / "h.json"), "--config", str(tmp_path / "sim.conf"),
                           "--set", "MAX_INSTANCE=1,2"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "did you mean MAX_INSTANCES" in bad.stderr
+
+
+def test_site_capacity_from_a_condor_status_snapshot(tmp_path):
+    """Partitionable slots count whole, static slots as they are; dynamic
+    slots and cloud nodes are not the site's own capacity."""
+    from condor_plugins.provisioning.simulate.command import parse_site
+    snap = tmp_path / "status.json"
+    snap.write_text(json.dumps([
+        {"Name": "slot1@wn1", "PartitionableSlot": True, "TotalSlotCpus": 16,
+         "TotalSlotMemory": 64000, "Cpus": 2, "Memory": 8000},
+        {"Name": "slot1_1@wn1", "DynamicSlot": True, "Cpus": 14, "Memory": 56000},
+        {"Name": "slot1@wn2", "Cpus": 1, "Memory": 2000},
+        {"Name": "slot1@vm1@ip", "PartitionableSlot": True, "IsCloudNode": True,
+         "TotalSlotCpus": 8, "TotalSlotMemory": 32000}]))
+    assert parse_site(str(snap)) == [(16, 64000), (1, 2000)]
+    assert parse_site("2x8/16000+1x64/256000") == [(8, 16000), (8, 16000), (64, 256000)]
