@@ -60,6 +60,11 @@ KNOBS: Tuple[Knob, ...] = (
          "demand for cloud nodes only once it has been idle this long and the negotiator "
          "found no match for it (LastRejMatchReason). Cloud-mode jobs count at once; "
          "local-mode jobs never.", minimum=0),
+    Knob("METRICS_PORT", "", "str", "TCP port of the provisioner's Prometheus metrics "
+         "endpoint (http://METRICS_ADDRESS:PORT/metrics). Empty or 0: no endpoint. Read at "
+         "start: a change needs a restart of the daemon."),
+    Knob("METRICS_ADDRESS", "127.0.0.1", "str", "Address the metrics endpoint binds to "
+         "(0.0.0.0: every interface). It shows no secret, but restrict who may reach it."),
     Knob("SIMULATE_SITE_CAPACITY", "", "str", "The site's own static nodes, for condor_cloud "
          "simulate only: NODESxCPUS/MEMORY_MB, several joined by + (e.g. "
          "200x8/16000+10x64/256000). Empty: no site node (every job needs a cloud node). "

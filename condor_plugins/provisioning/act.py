@@ -230,6 +230,9 @@ class Acting:
         for phase, n in phases.items():
             if phase is not Phase.GONE:
                 ad[f"Num{phase.value.capitalize()}"] = n
+        if getattr(self, "metrics", None) is not None:  # totals since start (metrics.py)
+            for attr, value in self.metrics.totals.items():
+                ad[attr] = round(value, 6) if isinstance(value, float) else int(value)
         return ad
 
     def retire_requests(self) -> List[str]:

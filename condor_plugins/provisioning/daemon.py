@@ -142,6 +142,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not prov.lock():
         log.error("Another provisioner is running on %s: not starting", prov.state_file)
         return 3
+    from . import metrics as metrics_mod
+    try:
+        if prov.metrics is not None:
+            metrics_mod.serve(prov.metrics, htcondor2.param)
+    except config_mod.ConfigError as err:
+        log.error("Configuration error: %s", err)
+        return 2
+    except OSError as err:  # the port is taken: provision anyway, without metrics
+        log.error("Metrics endpoint not started (%s): running without it", err)
     log.info("condor_cloud_provisioner %s: entries %s, cycle every %ds, state %s",
              prov.cfg.name, ", ".join(e.name for e in prov.cfg.entries),
              prov.cfg.cycle_interval, prov.state_file)

@@ -99,6 +99,14 @@ class Provisioner(Observing, Acting):
         self.claims = None
         #: False for ``condor_cloud status``: it only looks.
         self.housekeeping = True
+        #: Metrics (metrics.py): totals in our ad; the daemon serves them to
+        #: Prometheus when CLOUD_PLUGINS_METRICS_PORT is set.
+        self.metrics = None
+        try:
+            from .metrics import Metrics
+            self.metrics = Metrics()
+        except ImportError:  # prometheus_client missing: no metrics, no totals
+            log.warning("No metrics: the Python module prometheus_client is not installed")
 
     def _configure(self, param: Mapping[str, str],
                    providers: Optional[Mapping[str, Provider]] = None) -> None:
@@ -193,10 +201,12 @@ class Provisioner(Observing, Acting):
         if self.claims is not None and not self.claims.decide(
                 self._collector(), max(60, 3 * self.cfg.cycle_interval)):
             return True   # standing by: no action, no provisioner ad, commands kept
+        marks, state, plan, before, now = [time.monotonic()], None, None, self.records, time.time()
         try:
             now = time.time()
             self.take_commands()
             state = self.observe()
+            marks.append(time.monotonic())
             if not state.demand_ok:
                 self.incomplete.append("a schedd query failed")
             if not state.nodes_ok:
@@ -204,6 +214,7 @@ class Provisioner(Observing, Acting):
             self.incomplete += [f"the listing of entry {name} failed"
                                 for name, listing in state.listings.items() if not listing.ok]
             plan = plan_cycle(state, self.effective_cfg(), now)
+            marks.append(time.monotonic())
             self.last_plan = plan
             before = self.records
             self.records, self.backoff = dict(plan.records), dict(plan.backoff)
@@ -215,6 +226,7 @@ class Provisioner(Observing, Acting):
             self.act(plan, now, before)
             self.save()
             self.revoke_ended(before, now)
+            marks.append(time.monotonic())
             self.last_cycle = now
             return True
         except Exception:
@@ -223,6 +235,19 @@ class Provisioner(Observing, Acting):
             return False
         finally:
             self.advertise()
+            self._update_metrics(plan, state, before, now, marks)
+
+    def _update_metrics(self, plan, state, before, now: float, marks: List[float]) -> None:
+        """The cycle's metrics (metrics.py), if enabled; never fails a cycle."""
+        if self.metrics is None:
+            return
+        try:
+            phases = dict(zip(("observe", "plan", "act"),
+                              (b - a for a, b in zip(marks, marks[1:]))))
+            self.metrics.update(self, plan, state, before, now, phases,
+                                ok=len(marks) == 4)
+        except Exception:
+            log.exception("Updating the metrics failed (the cycle is not affected)")
 
     def _log_changes(self, before: Mapping[str, InstanceRecord],
                      after: Mapping[str, InstanceRecord]) -> None:
