@@ -70,12 +70,20 @@ def collect_vals(procs: dict) -> dict:
 class RealBurst(Demo):
     """The demo, observed finely; ``measure()`` runs it and returns the facts."""
 
-    def __init__(self, args, out: Path):
+    def __init__(self, args, out: Path, extra_knobs=None, during=None, linger=0.0):
         super().__init__(args)   # its run directory: short, under /tmp (socket paths)
+        self.extra_knobs, self.during, self.linger = dict(extra_knobs or {}), during, linger
         self.out = Path(out)
         self.inst: dict[str, dict] = {}   # instance id -> what we saw
         self.node_vals: dict = {}         # a node's knob queries, read at the end
         self.leftover: list = []
+
+    def provisioner_config(self) -> Path:
+        path = super().provisioner_config()
+        if self.extra_knobs:
+            with open(path, "a") as f:
+                f.writelines(f"{k} = {v}\n" for k, v in self.extra_knobs.items())
+        return path
 
     def _rec(self, iid: str) -> dict:
         return self.inst.setdefault(iid, {"id": iid, "phases": []})
@@ -131,6 +139,8 @@ class RealBurst(Demo):
             now = time.time()
             gap, last = max(gap, now - (last or now)), now
             self.poll(state_file)
+            if self.during is not None:
+                self.during(self)
             if now >= next_q:   # the queue, once a second
                 queue = schedd.query(f"ClusterId == {cluster}", ["JobStatus"])
                 if any(a["JobStatus"] == 5 for a in queue):
@@ -138,6 +148,7 @@ class RealBurst(Demo):
                 left, next_q = len(queue), now + 1
             time.sleep(POLL)
         wall = time.time() - t0
+        time.sleep(self.linger)   # the provisioner runs on: it sees the last node gone
         history = self.history(cluster)
         self.read_log()
         shutil.copy(self.prov_log, self.out / "provisioner.log")
@@ -225,18 +236,20 @@ class RealBurst(Demo):
 
 
 def run_real_burst(base: Path, jobs=8, max_nodes=2, cpus=2, job_seconds=20, idle_timeout=10,
-                   timeout=400) -> dict:
+                   timeout=400, extra_knobs=None, during=None, linger=0.0) -> dict:
     """Run ``jobs`` cloud-mode ``sleep job_seconds`` jobs for real; return
     knobs, node_knobs, history (+ history_file, and provisioner.log, under
     ``base``), submit_time, instances (id, requested, created, joined, drained,
     terminated, stopped, gone, phases, log, jobs), boot_seconds (joined -
     created), shutdown_seconds (gone - terminated), node_seconds, vms_started,
-    median_wait, last_retire, leftover_processes.  Everything is stopped after."""
+    median_wait, last_retire, leftover_processes.  Everything is stopped after.
+    ``extra_knobs`` go in the provisioner's config; ``during(burst)`` is
+    called at every poll; the provisioner runs ``linger`` s after the burst."""
     base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
     args = SimpleNamespace(jobs=jobs, max_nodes=max_nodes, cpus=cpus, job_seconds=job_seconds,
                            idle_timeout=idle_timeout, timeout=timeout, keep=False)
-    burst = RealBurst(args, base)
+    burst = RealBurst(args, base, extra_knobs, during, linger)
     try:
         result = burst.measure()
     finally:

@@ -122,6 +122,7 @@ def test_paths(rpmq):
         "/usr/libexec/condor/condor_cloud_provisioner",
         ADMIN_FILE,
         "/usr/share/condor-cloud-plugins/worker/50-cloud-worker.conf",
+        "/usr/share/condor-cloud-plugins/grafana/condor-cloud.json",
         UNIT,
         *(f"{info}/{n}" for n in ("METADATA", "entry_points.txt", "top_level.txt",
                                   "INSTALLER", "RECORD")),
@@ -141,7 +142,8 @@ def test_paths(rpmq):
                              for d in src.rglob("*")
                              if d.is_dir() and "__pycache__" not in d.parts),
                            "/usr/share/condor-cloud-plugins",
-                           "/usr/share/condor-cloud-plugins/worker"}}
+                           "/usr/share/condor-cloud-plugins/worker",
+                           "/usr/share/condor-cloud-plugins/grafana"}}
     assert not extra, f"unexpected in the RPM: {sorted(extra)}"
     assert any(f.endswith("/docs/knobs.md") for f in files)
     # No directory that HTCondor's (or HTCondor-CE's) own package owns.
