@@ -106,6 +106,13 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     assert "at MAX_INSTANCES" in prov.log_text() or len(seen) > 2
     # Idle nodes are drained, then terminated; none is left.
     watch(prov, lambda: not prov.instances(), 90, "every node retired")
+    # Issue 18: the totals since start are in its ad too (condor_gangliad, adstash).
+    totals = wait_for(lambda: pool.collector().query(
+        htcondor2.AdType.Any, f'MyType == "CloudProvisioner" && CloudTerminationsTotal >= '
+        f'{len(seen)}', ["CloudCreatesTotal", "CloudTerminationsTotal", "CloudCostTotal",
+                         "CloudCreateFailuresTotal"]), 30, what="the totals in its ad")
+    assert totals[0]["CloudCreatesTotal"] == len(seen)
+    assert totals[0]["CloudCreateFailuresTotal"] == 0 and totals[0]["CloudCostTotal"] == 0
     assert prov.stop(proc) == 0
     assert_revoked(pool, seen, tmp_path)
     # Stopped cleanly: its ad is withdrawn.
