@@ -7,6 +7,7 @@
     condor_cloud config                 (a pip install: the config that enables it)
     condor_cloud try [--dir D] [--nodes N] [--cpus C] | try --stop [--dir D]
     condor_cloud simulate HISTORY [--set KNOB=V1,V2] [--model E:K=V] [--site S] [--out DIR]
+    condor_cloud report [--since 7d] [--by group|user|entry] [--json] [--figure F]
 
 ``status`` reads the provisioner's configuration (HTCondor knobs), its state
 file, every provider entry's listing, the collector and the provisioner's own
@@ -27,6 +28,10 @@ the pool signing key) and printed, so keep that output private.
 an SWF trace) through the provisioner's own policy in a simulated world and
 prints cost, idle node-hours and job waits per setting, with two baselines;
 see docs/simulate.md.
+
+``report`` splits what the cloud instances cost among the accounting groups
+(users, entries) whose jobs ran on them, by claimed core-seconds, with unused
+instance time on its own line (idle); read from the schedds' history.
 """
 
 from __future__ import annotations
@@ -434,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--cpus", type=int, default=1, help="cores per node (default 1)")
     tr.add_argument("--stop", action="store_true", help="stop the pool and its nodes")
     from .provisioning.simulate.command import add_parser as add_simulate
+    from .provisioning.costreport import add_parser as add_report
     add_simulate(sub)
+    add_report(sub)
     ap.man_description = __doc__.split("\n", 1)[1]
     return ap
 
@@ -453,6 +460,9 @@ def main(argv=None) -> int:
             return 0
         if args.command in ("config", "try"):
             return _setup(args)
+        if args.command == "report":
+            from .provisioning.costreport import main as report_main
+            return report_main(args)
         if args.command == "simulate":
             from .provisioning.simulate.command import main as simulate_main
             return simulate_main(args)

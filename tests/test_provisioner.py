@@ -113,6 +113,11 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
                          "CloudCreateFailuresTotal"]), 30, what="the totals in its ad")
     assert totals[0]["CloudCreatesTotal"] == len(seen)
     assert totals[0]["CloudCreateFailuresTotal"] == 0 and totals[0]["CloudCostTotal"] == 0
+    # ... and each instance gone is in the ledger condor_cloud report reads.
+    spool = Path(pool.run("condor_config_val", "SPOOL").stdout.strip())
+    ledger = [json.loads(line) for line in
+              (spool / "cloud_plugins" / "instances.jsonl").read_text().splitlines()]
+    assert {v["id"] for v in ledger} == seen and all(v["startd"] for v in ledger)
     assert prov.stop(proc) == 0
     assert_revoked(pool, seen, tmp_path)
     # Stopped cleanly: its ad is withdrawn.

@@ -220,6 +220,7 @@ class Provisioner(Observing, Acting):
             self.records, self.backoff = dict(plan.records), dict(plan.backoff)
             self.failures = []  # consumed by this plan
             self._log_changes(before, self.records)
+            self._ledger(before, self.records, now)
             self.interrupted |= {iid for iid, rec in self.records.items()
                                  if rec.reason.startswith(INTERRUPTED)}
             self.save()
@@ -266,6 +267,26 @@ class Provisioner(Observing, Acting):
         for iid in set(before) - set(after):
             log.info("%s (entry %s): forgotten (%s)", iid, before[iid].entry,
                      before[iid].reason)
+
+    def _ledger(self, before: Mapping[str, InstanceRecord],
+                after: Mapping[str, InstanceRecord], now: float) -> None:
+        """One line per instance seen gone in this cycle, in
+        ``instances.jsonl`` next to the state file (condor_cloud report)."""
+        from .costreport import ledger_line
+        lines = []
+        for iid, rec in after.items():
+            old = before.get(iid)
+            entry = self.cfg.entry(rec.entry)
+            if rec.phase is Phase.GONE and old is not None and old.phase is not Phase.GONE \
+                    and entry is not None:
+                lines.append(ledger_line(rec, entry.cpus, entry.cost_per_hour, now) + "\n")
+        if not lines:
+            return
+        try:
+            with open(self.state_file.with_name("instances.jsonl"), "a") as ledger:
+                ledger.writelines(lines)
+        except OSError as err:
+            log.error("Writing the instances' ledger failed: %s", err)
 
     def lock(self) -> bool:
         """Hold an exclusive lock next to the state file for the life of this
