@@ -96,3 +96,18 @@ def test_a_metrics_failure_never_fails_a_cycle(caplog):
     with caplog.at_level(logging.ERROR):
         p._update_metrics(None, None, {}, 0.0, [0.0, 1.0, 2.0, 3.0])
     assert "Updating the metrics failed" in caplog.text
+
+
+def test_cost_by_accounting_group_shares_each_instance_by_cores():
+    m = Metrics()
+    rec = InstanceRecord("i-a", "ec2", Phase.BUSY, since=0, created=0, startd="i-a@ip")
+    p = prov({"i-a": rec})
+    p.running_groups = {"i-a@ip": {"group_cms": 2, "group_atlas": 1}}   # of 4 cores
+    m.update(p, Plan((), p.records, {}), None, {}, 0.0, {}, ok=True)
+    p.running_groups = {}
+    m.update(p, Plan((), p.records, {}), None, p.records, 1000.0, {}, ok=True)
+    # 3.6/h = 0.001/s for 1000 s = 1.0: cms 2/4, atlas 1/4, idle 1/4.
+    assert value(m, "condor_cloud_group_cost_total", group="group_cms") == pytest.approx(0.5)
+    assert value(m, "condor_cloud_group_cost_total", group="group_atlas") == pytest.approx(0.25)
+    assert value(m, "condor_cloud_group_cost_total", group="(idle)") == pytest.approx(0.25)
+    assert value(m, "condor_cloud_cost_total", entry="ec2") == pytest.approx(1.0)

@@ -116,6 +116,12 @@ def test_real_prometheus_scrapes_a_burst_and_answers_the_dashboard(tmp_path, pro
     seconds = sum(i["gone"] - i["requested"] for i in real["instances"])
     assert abs(cost - seconds) <= real["vms_started"] * (CYCLE + SCRAPE), (cost, seconds)
 
+    # The same cost by accounting group: the jobs' Owner (no AcctGroup), and idle.
+    groups = {r["metric"]["group"]: float(r["value"][1]) for r in query(
+        api, "sum by (group) (last_over_time(condor_cloud_group_cost_total[10m]))")}
+    assert set(groups) - {"(idle)"} and all(v > 0 for v in groups.values()), groups
+    assert abs(sum(groups.values()) - cost) <= real["vms_started"] * (CYCLE + SCRAPE), groups
+
     # Every expression of the dashboard returns data from this server.
     panels = json.loads(DASHBOARD.read_text())["panels"]
     assert len(panels) >= 6

@@ -100,6 +100,13 @@ class Metrics:
                            "instance not gone.", ["entry"], registry=r)
         self.cost = Counter(p + "cost", "Cumulative cost (COST_PER_HOUR x instance-hours, "
                             "request to gone) since the daemon started.", ["entry"], registry=r)
+        self.group_cost = Counter(p + "group_cost", "Cost of the cloud instances by the "
+                                  "accounting group (AcctGroup, else Owner) of the jobs "
+                                  "running there, by their share of the instance's cores; "
+                                  "what no job uses is group \"(idle)\".", ["group"],
+                                  registry=r)
+        self._rates: Dict[str, float] = {}    # group -> cost per second, last cycle
+        self._rated_at: Optional[float] = None
         self.totals: Dict[str, float] = {k: 0 for k in TOTALS}
         self._billed: Dict[str, float] = {}   # instance id -> cost already counted
         self._seen: set = set()
@@ -198,6 +205,30 @@ class Metrics:
             self.spend.labels(name).set(round(rate, 6))
             self.cost.labels(name)  # every entry has a series, from 0
         self._billed = {k: v for k, v in self._billed.items() if k in prov.records}
+        self._groups(prov, price, now)
+
+    def _groups(self, prov, price: Mapping[str, float], now: float) -> None:
+        """Accrue the last cycle's cost rates per group, then set this cycle's:
+        each live instance's price shared by its running jobs' cores."""
+        if self._rated_at is not None and now > self._rated_at:
+            for group, rate in self._rates.items():
+                if rate > 0:
+                    self.group_cost.labels(group).inc(rate * (now - self._rated_at))
+        cpus = {e.name: max(1, e.cpus) for e in prov.cfg.entries}
+        running = getattr(prov, "running_groups", None) or {}
+        rates: Dict[str, float] = {}
+        for rec in prov.records.values():
+            if rec.phase is Phase.GONE or rec.entry not in price:
+                continue
+            per_core = price[rec.entry] / 3600.0 / cpus[rec.entry]
+            used = 0
+            for group, cores in running.get(rec.startd, {}).items() if rec.startd else ():
+                cores = min(cores, cpus[rec.entry] - used)
+                if cores > 0:
+                    rates[group] = rates.get(group, 0.0) + per_core * cores
+                    used += cores
+            rates["(idle)"] = rates.get("(idle)", 0.0) + per_core * (cpus[rec.entry] - used)
+        self._rates, self._rated_at = rates, now
 
 
 def serve(metrics: Metrics, param: Mapping[str, str]) -> bool:

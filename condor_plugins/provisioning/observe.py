@@ -62,13 +62,21 @@ def startd_name(slot_name) -> str:
     return str(slot_name or "").partition("@")[2]
 
 
-def running_hosts(schedd) -> Dict[str, int]:
-    """Running jobs per startd name (``RemoteHost`` after the slot's ``@``)."""
+def running_hosts(schedd, groups: Optional[Dict[str, Dict[str, int]]] = None
+                  ) -> Dict[str, int]:
+    """Running jobs per startd name (``RemoteHost`` after the slot's ``@``);
+    and, into ``groups``, their cores per accounting group (``AcctGroup``,
+    else ``Owner``) per startd name (the cost per group, metrics.py)."""
     out: Dict[str, int] = {}
-    for job in schedd.query("JobStatus == 2", ["RemoteHost"]):
+    for job in schedd.query("JobStatus == 2", ["RemoteHost", "AcctGroup", "Owner",
+                                               "RequestCpus"]):
         host = startd_name(job.get("RemoteHost"))
         if host:
             out[host] = out.get(host, 0) + 1
+            if groups is not None:
+                group = str(job.get("AcctGroup") or job.get("Owner") or "?")
+                cores = groups.setdefault(host, {})
+                cores[group] = cores.get(group, 0) + as_int(job.get("RequestCpus"), 1)
     return out
 
 
@@ -156,6 +164,7 @@ class Observing:
         if not schedds:
             raise RuntimeError("no schedd in the collector")
         running: Dict[str, int] = {}
+        groups: Dict[str, Dict[str, int]] = {}
         failed = []
         counted, left_out = [], {}
         templates = list(self.templates.values())
@@ -165,7 +174,7 @@ class Observing:
             try:
                 schedd = htcondor2.Schedd(ad)
                 rows = idle_shapes(schedd, templates, twins, self.cfg.burst_delay)
-                hosts = running_hosts(schedd)
+                hosts = running_hosts(schedd, groups)
             except Exception as err:  # this schedd is unknown; the others count
                 failed.append(name)
                 # Once while it fails (then at debug level), and again when it recovers.
@@ -184,6 +193,7 @@ class Observing:
         for name in sorted(self._failed_schedds - set(failed)):
             log.info("Query of schedd %s works again", name)
         self._failed_schedds = set(failed)
+        self.running_groups = groups
         if not failed:  # else unknown: keep what was said
             self.left_out.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
                                   for (shape, why), n in sorted(left_out.items())})
