@@ -39,6 +39,7 @@ def test_a_cycle_sets_gauges_counters_and_exact_cost():
     state = SimpleNamespace(demand={"ec2": (JobGroup(5, 1, 100), JobGroup(2, 4, 100))})
     p = prov({"i-a": a, "i-b": b}, failures=[LaunchFailed("ec2", "capacity", "no room")],
              backoff={"ec2": Backoff(1, 9e12, "x")})
+    p.left_out_counts = {"held back": 3}
     m.update(p, Plan((), p.records, {}), state, {}, 1000.0, {"observe": 0.2, "plan": 0.01,
                                                              "act": 0.1}, ok=True)
     assert value(m, "condor_cloud_instances", entry="ec2", phase="requested") == 1
@@ -49,6 +50,7 @@ def test_a_cycle_sets_gauges_counters_and_exact_cost():
     assert value(m, "condor_cloud_create_failures_total", entry="ec2", kind="capacity") == 1
     assert value(m, "condor_cloud_entry_backoff", entry="ec2") == 1
     assert value(m, "condor_cloud_holds", entry="ec2", reason="MAX_INSTANCES") == 1
+    assert value(m, "condor_cloud_left_out_jobs", reason="held back") == 3
     assert value(m, "condor_cloud_spend_per_hour", entry="ec2") == 7.2
     assert value(m, "condor_cloud_cycle_duration_seconds_count", phase="observe") == 1
     # 100 s later, i-a is gone (seen at 1100) and i-b is draining; then retired.

@@ -68,6 +68,9 @@ class Metrics:
                                registry=r)
         self.unserved = Gauge(p + "unserved_jobs", "Idle jobs in demand that got no node "
                               "this cycle, by reason.", ["reason"], registry=r)
+        self.left_out = Gauge(p + "left_out_jobs", "Idle jobs left out of demand, by reason: "
+                              "held back (priority, quota, limit), burst delay, not "
+                              "negotiated (mode any).", ["reason"], registry=r)
         self.holds = Gauge(p + "holds", "1 while a hold (why no instance) stands, by entry "
                            "and hold key.", ["entry", "reason"], registry=r)
         self.creates = Counter(p + "creates", "Instances created.", ["entry"], registry=r)
@@ -146,6 +149,9 @@ class Metrics:
                 category = ("limited" if why.startswith("every matching") else
                             "too large" if why.startswith("larger") else "no entry")
                 self.unserved.labels(category).inc(left)
+        self.left_out.clear()
+        for reason, n in (getattr(prov, "left_out_counts", None) or {}).items():
+            self.left_out.labels(reason).set(n)
         self.holds.clear()
         for entry, key in prov.holds.current:
             self.holds.labels(entry or "-", key or "other").set(1)

@@ -194,6 +194,13 @@ class Observing:
             log.info("Query of schedd %s works again", name)
         self._failed_schedds = set(failed)
         self.running_groups = groups
+        #: Idle jobs left out of demand by reason category (metrics.py).
+        self.left_out_counts = {}
+        for (_shape, why), n in left_out.items():
+            key = ("held back" if why.startswith("held back") else
+                   "not negotiated" if why == NOT_NEGOTIATED else
+                   "burst delay" if why == WAITING else "other")
+            self.left_out_counts[key] = self.left_out_counts.get(key, 0) + n
         if not failed:  # else unknown: keep what was said
             self.left_out.update({("", f"{shape}; {why}"): f"{n} idle job(s) ({shape}): {why}"
                                   for (shape, why), n in sorted(left_out.items())})
