@@ -118,6 +118,14 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     ledger = [json.loads(line) for line in
               (spool / "cloud_plugins" / "instances.jsonl").read_text().splitlines()]
     assert {v["id"] for v in ledger} == seen and all(v["startd"] for v in ledger)
+    # The report from the real schedd's history: the 6 jobs on those nodes, by
+    # their owner (no AcctGroup), and the nodes' unused time as idle.
+    report = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "report", "--json",
+                             "--by", "user"], env=prov.env(), capture_output=True, text=True,
+                            timeout=60)
+    assert report.returncode == 0, report.stderr
+    rows = {r["key"]: r for r in json.loads(report.stdout)["rows"]}
+    assert sum(r["jobs"] for k, r in rows.items() if k != "idle") == 6 and "idle" in rows
     assert prov.stop(proc) == 0
     assert_revoked(pool, seen, tmp_path)
     # Stopped cleanly: its ad is withdrawn.

@@ -146,8 +146,7 @@ def _jobs(files: List[str], since: float, errors: List[str]) -> List[dict]:
     import htcondor2
     out = []
     try:
-        schedds = htcondor2.Collector().query(htcondor2.AdType.Schedd, projection=[
-            "Name", "MyAddress", "MyType", "AddressV1", "CondorVersion"])
+        schedds = htcondor2.Collector().locateAll(htcondor2.DaemonType.Schedd)
     except Exception as err:
         errors.append(f"the collector query failed: {err}")
         return out
