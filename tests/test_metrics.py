@@ -20,7 +20,8 @@ CFG = load({"CLOUD_PLUGINS_PROVIDERS": "ec2", "CLOUD_PLUGINS_PROVISIONER_NAME": 
 
 def prov(records, **kw):
     holds = Reasons(logging.getLogger("t"), "Hold", "Hold cleared")
-    holds.current = {("ec2", "MAX_INSTANCES"): "at MAX_INSTANCES"}
+    holds.current = {("ec2", "MAX_INSTANCES"): "at MAX_INSTANCES",
+                     ("ec2", "drain i-z"): "not going to drain i-z: it runs 1 job(s)"}
     return SimpleNamespace(cfg=CFG, records=records, backoff=kw.get("backoff", {}),
                            holds=holds, failures=kw.get("failures", []),
                            interrupted=kw.get("interrupted", set()))
@@ -32,6 +33,7 @@ def value(m, name, **labels):
 
 def test_a_cycle_sets_gauges_counters_and_exact_cost():
     m = Metrics()
+    m.started = 0.0   # the records' clock
     a = InstanceRecord("i-a", "ec2", Phase.REQUESTED, since=1000, created=1000,
                        reason="requested")
     b = InstanceRecord("i-b", "ec2", Phase.BOOTING, since=1000, created=1000,
@@ -50,6 +52,7 @@ def test_a_cycle_sets_gauges_counters_and_exact_cost():
     assert value(m, "condor_cloud_create_failures_total", entry="ec2", kind="capacity") == 1
     assert value(m, "condor_cloud_entry_backoff", entry="ec2") == 1
     assert value(m, "condor_cloud_holds", entry="ec2", reason="MAX_INSTANCES") == 1
+    assert value(m, "condor_cloud_holds", entry="ec2", reason="drain") == 1   # no id
     assert value(m, "condor_cloud_left_out_jobs", reason="held back") == 3
     assert value(m, "condor_cloud_spend_per_hour", entry="ec2") == 7.2
     assert value(m, "condor_cloud_cycle_duration_seconds_count", phase="observe") == 1
@@ -75,7 +78,7 @@ def test_a_cycle_sets_gauges_counters_and_exact_cost():
     assert value(m, "condor_cloud_instances", entry="ec2", phase="draining") == 0
     from prometheus_client import generate_latest
     text = generate_latest(m.registry).decode()
-    assert "i-a" not in text and "i-b" not in text   # never an instance id
+    assert "i-a" not in text and "i-b" not in text and "i-z" not in text  # never an id
 
 
 def test_a_failed_cycle_counts_and_a_bad_port_names_the_knob():
@@ -102,6 +105,7 @@ def test_a_metrics_failure_never_fails_a_cycle(caplog):
 
 def test_cost_by_accounting_group_shares_each_instance_by_cores():
     m = Metrics()
+    m.started = 0.0
     rec = InstanceRecord("i-a", "ec2", Phase.BUSY, since=0, created=0, startd="i-a@ip")
     p = prov({"i-a": rec})
     p.running_groups = {"i-a@ip": {"group_cms": 2, "group_atlas": 1}}   # of 4 cores
@@ -113,3 +117,12 @@ def test_cost_by_accounting_group_shares_each_instance_by_cores():
     assert value(m, "condor_cloud_group_cost_total", group="group_atlas") == pytest.approx(0.25)
     assert value(m, "condor_cloud_group_cost_total", group="(idle)") == pytest.approx(0.25)
     assert value(m, "condor_cloud_cost_total", entry="ec2") == pytest.approx(1.0)
+
+
+def test_a_restarted_daemon_bills_only_from_its_start():
+    m = Metrics()
+    m.started = 5000.0
+    rec = InstanceRecord("i-old", "ec2", Phase.BUSY, since=0, created=0)
+    p = prov({"i-old": rec})
+    m.update(p, Plan((), p.records, {}), None, {"i-old": rec}, 6000.0, {}, ok=True)
+    assert value(m, "condor_cloud_cost_total", entry="ec2") == pytest.approx(1.0)  # 1000 s

@@ -68,21 +68,24 @@ def test_tiny_trace_exact_numbers(tmp_path):
     assert naive["run"] == "naive 1,60s" and naive["vms_started"] > run["vms_started"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 5000), st.integers(5, 900), st.sampled_from([1, 2]),
                           st.sampled_from(["cloud", "any"])), min_size=1, max_size=20),
-       st.integers(5, 200), st.integers(0, 9), st.sampled_from([0, 300]))
-def test_cycle_skipping_changes_nothing(jobs, boot, offset, burst):
+       st.integers(5, 200), st.integers(0, 9), st.sampled_from([0, 300]),
+       st.sampled_from(["", ",fail=0.5", ",interrupt=5", ",fail=0.3,interrupt=2"]),
+       st.integers(1, 3))
+def test_cycle_skipping_changes_nothing(jobs, boot, offset, burst, faults, seed):
     """Skipping the cycles in which nothing can change gives the run of
     every cycle: the same totals, waits and decisions (baselines too)."""
     trace = Trace(sorted((Job(10_000 + t, r, c, 100, m) for t, r, c, m in jobs),
                          key=lambda j: j.submit))
     param = dict(PARAM, CLOUD_PLUGINS_SIM1_CPUS="2", CLOUD_PLUGINS_BURST_DELAY=str(burst),
                  CLOUD_PLUGINS_SIMULATE_SITE_CAPACITY="1x2/1000")
-    runs = [simulate(trace, param, models=[f"sim1:boot={boot},retire=7"], cycle_offset=offset,
-                     skip=skip)["settings"][0]["runs"] for skip in (True, False)]
+    runs = [simulate(trace, param, models=[f"sim1:boot={boot},retire=7{faults}"],
+                     cycle_offset=offset, skip=skip, seed=seed)["settings"][0]["runs"]
+            for skip in (True, False)]
     keep = ("node_seconds", "vms_started", "idle_node_hours", "last_retire_s", "wait_s",
-            "decisions", "jobs", "cost")
+            "decisions", "jobs", "cost", "holds", "interruptions", "create_failures")
     for fast, every in zip(*runs):
         assert {k: fast[k] for k in keep} == {k: every[k] for k in keep}
         assert fast["cycles"] + fast["cycles_skipped"] >= every["cycles"]
@@ -223,3 +226,13 @@ def test_site_capacity_from_a_condor_status_snapshot(tmp_path):
          "TotalSlotCpus": 8, "TotalSlotMemory": 32000}]))
     assert parse_site(str(snap)) == [(16, 64000), (1, 2000)]
     assert parse_site("2x8/16000+1x64/256000") == [(8, 16000), (8, 16000), (64, 256000)]
+
+
+def test_request_memory_as_an_expression_is_evaluated(tmp_path):
+    """HTCondor's default RequestMemory is an expression of MemoryUsage."""
+    ad = {"QDate": 1000, "JobCurrentStartDate": 1100, "CompletionDate": 1200,
+          "RequestCpus": 1, "MemoryUsage": 1500,
+          "RequestMemory": "/Expr(ifthenelse(MemoryUsage =!= undefined,MemoryUsage,128))/"}
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps([ad]))
+    assert read_trace(path).jobs[0].memory_mb == 1500

@@ -55,7 +55,11 @@ def attribute(vms: Iterable[Mapping], jobs: Iterable[Mapping], by: str = "group"
     def row(key: str) -> dict:
         return rows.setdefault(key, {"key": key, "cost": 0.0, "core_hours": 0.0, "jobs": 0})
     for job in jobs:
-        vm = by_startd.get(_startd(job.get("LastRemoteHost") or job.get("RemoteHost")))
+        # A running job is where it runs now (after a vacate, LastRemoteHost
+        # is the node it left).
+        host = (job.get("RemoteHost") or job.get("LastRemoteHost")) if job.get("JobStatus") == 2 \
+            else (job.get("LastRemoteHost") or job.get("RemoteHost"))
+        vm = by_startd.get(_startd(host))
         start = job.get("JobCurrentStartDate")
         if vm is None or not isinstance(start, (int, float)):
             continue
@@ -114,7 +118,7 @@ def add_parser(sub) -> None:
                    "$(SPOOL)/cloud_plugins/instances.jsonl, plus the live instances)")
 
 
-def _vms(param, ledger: Optional[str], now: float) -> List[dict]:
+def _vms(param, ledger: Optional[str], now: float, notes: List[str]) -> List[dict]:
     from .. import config as config_mod
     spool = Path(param.get("SPOOL") or ".") / "cloud_plugins"
     path = Path(ledger) if ledger else spool / "instances.jsonl"
@@ -127,12 +131,21 @@ def _vms(param, ledger: Optional[str], now: float) -> List[dict]:
         cfg = config_mod.load(param)
         entries = {e.name: e for e in cfg.entries}
         state = json.loads((spool / "provisioner-state.json").read_text())
+        # CPUS left auto: the size the cloud described, from the ledger's
+        # lines of the same entry (the provisioner wrote them sized).
+        sized = {v["entry"]: v["cpus"] for v in out}
         for iid, r in state.get("records", {}).items():
             e = entries.get(r.get("entry"))
-            if e is not None and r.get("phase") != "gone":
-                out.append({"id": iid, "entry": e.name, "start": r["created"], "end": now,
-                            "cpus": e.cpus, "price_per_hour": e.cost_per_hour,
-                            "startd": r.get("startd") or ""})
+            if e is None or r.get("phase") == "gone":
+                continue
+            cpus = sized.get(e.name, e.cpus) if "cpus" in e.auto else e.cpus
+            if "cpus" in e.auto and e.name not in sized:
+                notes.append(f"entry {e.name}: CPUS is auto and no ended instance says its "
+                             f"size: live instances counted with {cpus} cores (set "
+                             f"CLOUD_PLUGINS_{e.name.upper()}_CPUS)")
+            out.append({"id": iid, "entry": e.name, "start": r["created"], "end": now,
+                        "cpus": cpus, "price_per_hour": e.cost_per_hour,
+                        "startd": r.get("startd") or ""})
     return out
 
 
@@ -153,9 +166,10 @@ def _jobs(files: List[str], since: float, errors: List[str]) -> List[dict]:
     for ad in schedds:
         try:
             schedd = htcondor2.Schedd(ad)
-            rows = list(schedd.history(f"JobCurrentStartDate =!= undefined && "
-                                       f"(CompletionDate ?: EnteredCurrentStatus) >= {int(since)}",
-                                       PROJECTION))
+            # CompletionDate is 0 for a removed job: its end is EnteredCurrentStatus.
+            rows = list(schedd.history(
+                f"JobCurrentStartDate =!= undefined && ifThenElse(CompletionDate > 0, "
+                f"CompletionDate, EnteredCurrentStatus) >= {int(since)}", PROJECTION))
             rows += list(schedd.query("JobStatus == 2", PROJECTION))
         except Exception as err:  # unknown, not zero: said, and the exit code is 1
             errors.append(f"schedd {ad.get('Name')}: {err}")
@@ -174,6 +188,7 @@ def render(doc: dict) -> str:
         lines.append(f"{r['key'][:24]:<24} {r['cost']:>12.2f} {100 * r['cost'] / total:>5.1f}% "
                      f"{r['core_hours']:>10.1f} {r['jobs']:>6}")
     lines.append(f"{'TOTAL':<24} {doc['total']:>12.2f}")
+    lines += [f"NOTE: {n}" for n in doc.get("notes", ())]
     lines += [f"WARNING: {e}" for e in doc["errors"]]
     return "\n".join(lines)
 
@@ -206,15 +221,17 @@ def main(args, param=None) -> int:
         return 2
     now = time.time()
     errors: List[str] = []
+    notes: List[str] = []
     try:
-        vms = _vms(param, args.ledger, now)
+        vms = _vms(param, args.ledger, now, notes)
         jobs = _jobs(args.history, now - window, errors)
     except (OSError, ValueError) as err:
         print(f"condor_cloud report: {err}", file=sys.stderr)
         return 2
     rows = attribute(vms, jobs, args.by, now - window, now)
     doc = {"by": args.by, "since": now - window, "until": now, "vms": len(vms), "rows": rows,
-           "total": round(sum(r["cost"] for r in rows), 6), "errors": errors}
+           "total": round(sum(r["cost"] for r in rows), 6), "errors": errors,
+           "notes": sorted(set(notes))}
     if args.figure:
         figure(doc, Path(args.figure))
     print(json.dumps(doc, indent=1, sort_keys=True) if args.json else render(doc))

@@ -5,8 +5,8 @@ category; never an instance id.  Updated once per cycle from what the cycle
 observed, planned and did; a failure here is logged and never stops a cycle.
 
 The cumulative cost is exact to the provisioner's records: each instance is
-billed from its request to the cycle that saw it gone, at its entry's
-COST_PER_HOUR.
+billed from its request (or this daemon's start, if later) to the cycle that
+saw it gone, at its entry's COST_PER_HOUR.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ class Metrics:
         self._rates: Dict[str, float] = {}    # group -> cost per second, last cycle
         self._rated_at: Optional[float] = None
         self.totals: Dict[str, float] = {k: 0 for k in TOTALS}
+        self.started = time.time()
         self._billed: Dict[str, float] = {}   # instance id -> cost already counted
         self._seen: set = set()
         self._interrupted: set = set()
@@ -154,7 +155,8 @@ class Metrics:
             self.left_out.labels(reason).set(n)
         self.holds.clear()
         for entry, key in prov.holds.current:
-            self.holds.labels(entry or "-", key or "other").set(1)
+            # The key's first word: "drain i-0abc" names an instance.
+            self.holds.labels(entry or "-", (key or "other").split(" ", 1)[0]).set(1)
         for name in names:
             b = prov.backoff.get(name)
             self.backoff.labels(name).set(1 if b is not None and b.until > time.time() else 0)
@@ -200,8 +202,9 @@ class Metrics:
                 continue
             if rec.phase is not Phase.GONE:
                 spend[rec.entry] += price[rec.entry]
+            # Since this daemon started: a restart does not bill a life again.
             end = rec.since if rec.phase is Phase.GONE else now
-            owed = max(0.0, end - rec.created) / 3600.0 * price[rec.entry]
+            owed = max(0.0, end - max(rec.created, self.started)) / 3600.0 * price[rec.entry]
             paid = self._billed.get(iid, 0.0)
             if owed > paid:
                 self.cost.labels(rec.entry).inc(owed - paid)

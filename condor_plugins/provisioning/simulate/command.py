@@ -119,7 +119,12 @@ def parse_site(spec: Optional[str]) -> List[Tuple[int, int]]:
         return []
     if Path(spec).is_file():
         nodes = []
-        for ad in json.loads(Path(spec).read_text()):
+        try:
+            ads = json.loads(Path(spec).read_text())
+        except ValueError as err:
+            raise UsageError(f"site capacity {spec}: not condor_status -json output "
+                             f"({err})") from None
+        for ad in ads if isinstance(ads, list) else ():
             if ad.get("IsCloudNode") is True or ad.get("DynamicSlot") is True:
                 continue
             part = ad.get("PartitionableSlot") is True

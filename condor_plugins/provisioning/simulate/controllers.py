@@ -40,6 +40,7 @@ class PolicyController:
         self.failures: List = []
         self.acted = True
         self.holds: Dict[str, int] = {}      # hold key -> cycles it held
+        self.last_holds: List[str] = []
         self.decisions = {"create": 0, "drain": 0, "terminate": 0, "failed": 0}
 
     def cycle(self, world: World, now: float) -> None:
@@ -53,11 +54,18 @@ class PolicyController:
             listings={n: Listing(True, world.listing(n)) for n in names}, nodes=nodes,
             outcomes=tuple(self.failures))
         result = plan(state, self.cfg, now)
+        # A cycle that only moved a record or a backoff is not a resting
+        # point: the next plan may decide otherwise (plan is not idempotent).
+        self.acted = (dict(result.backoff) != self.backoff or set(result.records) !=
+                      set(self.records) or any(r.phase is not self.records[i].phase
+                                               for i, r in result.records.items()))
         self.records, self.backoff, self.failures = dict(result.records), dict(result.backoff), []
-        self.acted = False
+        self.last_holds = []
         for action in result.actions:
             if isinstance(action, Hold):
-                self.holds[action.key or "other"] = self.holds.get(action.key or "other", 0) + 1
+                key = (action.key or "other").split(" ", 1)[0]
+                self.last_holds.append(key)
+                self.holds[key] = self.holds.get(key, 0) + 1
             elif isinstance(action, Create):
                 self.acted = True
                 for _ in range(action.count):
@@ -66,6 +74,7 @@ class PolicyController:
                     except CreateFailed as err:
                         self.failures.append(LaunchFailed(action.entry, "capacity", str(err)))
                         self.decisions["failed"] += 1
+                        self.acted = True   # the next plan sees the failure
                         break
                     self.decisions["create"] += 1
                     launched = Launched(action.entry, (world.instance(node),))
@@ -75,6 +84,11 @@ class PolicyController:
                 kind = "drain" if isinstance(action, Drain) else "terminate"
                 self.decisions[kind] += 1
                 getattr(world, kind)(action.instance_id, now)
+
+    def skipped(self, cycles: int) -> None:
+        """``cycles`` skipped: they held what the last one held."""
+        for key in self.last_holds:
+            self.holds[key] += cycles
 
     def next_timer(self, world: World, after: float) -> float:
         """The first time after ``after`` at which a timer of the policy may
@@ -138,6 +152,7 @@ class NaiveAutoscaler:
                         world.create(entry.name, now)
                     except CreateFailed:
                         room[entry.name] = 0
+                        self.acted = True   # tried: the next cycle tries again
                         break
                     self.acted = True
                     room[entry.name] -= 1
@@ -170,6 +185,7 @@ class FixedFleet:
                 try:
                     world.create(entry.name, now)
                 except CreateFailed:
+                    self.acted = True   # tried: the next cycle tries again
                     break
                 self.acted, missing = True, missing - 1
 
@@ -222,14 +238,19 @@ def run(world: World, controller, cycle: float, horizon: float = 30 * 86400,
             ran += 1
         else:
             skipped += 1
+            getattr(controller, "skipped", lambda n: None)(1)
         step = t + cycle
         if skip and not world.dirty and not controller.acted:
             wake = min(world.next_event(), controller.next_timer(world, t))
             if wake == INF and not world.nodes and world.next_job >= len(world.jobs):
                 break  # nothing will ever change again (jobs no node can run)
             last_before = base + (math.ceil((wake - base) / cycle) - 1) * cycle
+            # ... but never past the horizon's first cycle.
+            last_before = min(last_before, base + (math.floor((end - base) / cycle) + 1) * cycle)
             if last_before > step:  # skip to the last cycle before the change
-                skipped += int(round((last_before - step) / cycle))
+                jumped = int(round((last_before - step) / cycle))
+                skipped += jumped
+                getattr(controller, "skipped", lambda n: None)(jumped)
                 step = last_before
         t = step
         if progress is not None and t >= next_report:

@@ -82,8 +82,21 @@ def job_from_ad(ad, default_mode: str = "") -> Tuple[Optional[Job], str]:
             return None, "never ran"
     mode = ad.get("CloudMode")
     mode = mode.lower() if isinstance(mode, str) and mode.lower() in MODES else default_mode
-    return Job(qdate, runtime, _num(ad, "RequestCpus", 1) or 1, _num(ad, "RequestMemory", 0) or 0,
-               mode, _requirements(ad)), ""
+    cpus, memory = _num(ad, "RequestCpus"), _num(ad, "RequestMemory")
+    if cpus is None or memory is None:  # expressions (the default RequestMemory is one)
+        full = _as_classad(ad)
+        cpus = _evaluated(full, "RequestCpus", 1) if cpus is None else cpus
+        memory = _evaluated(full, "RequestMemory", 0) if memory is None else memory
+    return Job(qdate, runtime, cpus or 1, memory or 0, mode, _requirements(ad)), ""
+
+
+def _evaluated(ad, attr: str, default: int) -> int:
+    try:
+        value = ad.eval(attr)
+    except Exception:  # undefined, or not an expression the bindings evaluate
+        return default
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else default
 
 
 def _history_ads(text: str) -> Iterable:
