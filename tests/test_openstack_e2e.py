@@ -193,6 +193,9 @@ def test_real_over_quota_backs_off_and_touches_no_other_server(site, nova, tmp_p
     from condor_plugins.providers.openstack import OpenStackProvider
     pool, make = site
     prov = make()
+    # Servers of the earlier tests are deleted asynchronously: one still
+    # counted would fill the quota before "someone else's" server is made.
+    wait_for(lambda: not nova.servers(), 120, interval=1, what="no server left from earlier tests")
     nova.set_instances_quota(1)
     other = theirs = None
     try:
