@@ -114,10 +114,16 @@ def test_burst_scales_up_to_the_cap_and_retires(site, tmp_path):
     assert totals[0]["CloudCreatesTotal"] == len(seen)
     assert totals[0]["CloudCreateFailuresTotal"] == 0 and totals[0]["CloudCostTotal"] == 0
     # ... and each instance gone is in the ledger condor_cloud report reads.
+    # (written in the cycle that sees an instance gone, after its terminate).
     spool = Path(pool.run("condor_config_val", "SPOOL").stdout.strip())
-    ledger = [json.loads(line) for line in
-              (spool / "cloud_plugins" / "instances.jsonl").read_text().splitlines()]
-    assert {v["id"] for v in ledger} == seen and all(v["startd"] for v in ledger)
+    path = spool / "cloud_plugins" / "instances.jsonl"
+
+    def ledger():
+        lines = path.read_text().splitlines() if path.exists() else []
+        out = [json.loads(line) for line in lines]
+        return out if {v["id"] for v in out} == seen else None
+    entries = wait_for(ledger, 30, what="every instance in the ledger")
+    assert all(v["startd"] for v in entries)
     # The report from the real schedd's history: the 6 jobs on those nodes, by
     # their owner (no AcctGroup), and the nodes' unused time as idle.
     report = subprocess.run([sys.executable, "-m", "condor_plugins.cli", "report", "--json",

@@ -203,7 +203,6 @@ class Provisioner(Observing, Acting):
             return True   # standing by: no action, no provisioner ad, commands kept
         marks, state, plan, before, now = [time.monotonic()], None, None, self.records, time.time()
         try:
-            now = time.time()
             self.take_commands()
             state = self.observe()
             marks.append(time.monotonic())
@@ -235,8 +234,9 @@ class Provisioner(Observing, Acting):
             log.exception("Cycle %d failed (%d failed so far)", self.cycles, self.failed_cycles)
             return False
         finally:
-            self.advertise()
+            # Metrics first: the ad carries this cycle's totals, not the last one's.
             self._update_metrics(plan, state, before, now, marks)
+            self.advertise()
 
     def _update_metrics(self, plan, state, before, now: float, marks: List[float]) -> None:
         """The cycle's metrics (metrics.py), if enabled; never fails a cycle."""
