@@ -120,6 +120,11 @@ KNOBS: Tuple[Knob, ...] = (
          "drained, then terminated.", ENTRY, 0),
     Knob("JOIN_TIMEOUT", "900", "duration", "An instance not in the collector this long "
          "after its request is terminated and counted as a failure.", ENTRY, 1),
+    Knob("PENDING_TIMEOUT", "1d", "duration", "Batch-queue providers (slurm) only: how "
+         "long an instance may wait in the queue before it counts as a failure and is "
+         "cancelled. A queued instance counts as booting capacity; JOIN_TIMEOUT counts "
+         "from when it starts running. Cloud instances that are pending are booting, "
+         "under JOIN_TIMEOUT.", ENTRY, 1),
     Knob("DRAIN_TIMEOUT", "600", "duration", "A draining node that still has no job but "
          "does not report draining is terminated after this long.", ENTRY, 0),
     Knob("LOST_TIMEOUT", "3000", "duration", "A joined node absent from the collector for "
@@ -239,6 +244,7 @@ class EntryConfig:
     backoff_initial: int
     backoff_factor: float
     backoff_max: int
+    pending_timeout: int = 86400
     settings: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: The size fields (cpus, memory_mb, disk_mb) left ``auto``: from the
     #: instance type once the provider describes it, else UNDESCRIBED.

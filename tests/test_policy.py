@@ -708,3 +708,80 @@ def test_idle_node_with_fitting_idle_jobs_waits_for_the_negotiator():
     # jobs too big for the node's free resources do not hold it
     big = observed([rec("a", Phase.IDLE, since=T0)], [inst("a")], [node("a")], jobs=3, cpus=8)
     assert kinds(plan(big, c, T0 + 150), Drain)
+
+
+# ---------------------------------------------------------------- batch queues (slurm)
+
+def queued_state(records, listed, nodes=(), jobs=0, **kw):
+    """Like ``observed``, with the listing of a batch-queue provider."""
+    state = observed(records, listed, nodes, jobs=jobs, **kw)
+    return replace(state, listings={E: Listing(True, tuple(listed), queued=True)})
+
+
+def pilot(iid, state=InstanceState.PENDING, launched=T0, reason=""):
+    return Instance(iid, E, state, launch_time=launched, tags={}, reason=reason)
+
+
+def test_a_queued_pilot_is_booting_capacity_and_no_failure_before_pending_timeout():
+    c = cfg(JOIN_TIMEOUT=900, PENDING_TIMEOUT=7200, CPUS=4, MEMORY=8192)
+    state = queued_state([rec("p", Phase.BOOTING, since=T0)],
+                         [pilot("p", reason="PartitionDown")], jobs=4)
+    p = plan(state, c, T0 + 7199)                     # far beyond JOIN_TIMEOUT
+    assert not destructive(p) and creates(p) == 0     # it still covers the 4 jobs
+    assert p.records["p"].reason.startswith("queued (PartitionDown)")
+    p = plan(state, c, T0 + 7200)
+    (t,) = kinds(p, Terminate)
+    assert t.failure and "PENDING_TIMEOUT" in t.reason and "PartitionDown" in t.reason
+    assert p.backoff[E].failures == 1
+
+
+def test_join_timeout_of_a_pilot_counts_from_its_start():
+    c = cfg(JOIN_TIMEOUT=900, CPUS=4, MEMORY=8192)
+    started = T0 + 5000
+    state = queued_state([rec("p", Phase.BOOTING, since=T0)],
+                         [pilot("p", InstanceState.RUNNING, launched=started)], jobs=4)
+    assert not destructive(plan(state, c, started + 899))
+    (t,) = kinds(plan(state, c, started + 900), Terminate)
+    assert t.failure and "of its start" in t.reason
+
+
+def test_cloud_listings_keep_join_timeout_from_the_request():
+    c = cfg(JOIN_TIMEOUT=900)
+    state = observed([rec("a", Phase.BOOTING, since=T0)], [inst("a", InstanceState.PENDING)])
+    assert kinds(plan(state, c, T0 + 900), Terminate)
+
+
+def test_queued_pilots_the_demand_no_longer_needs_are_cancelled_newest_first():
+    c = cfg(CPUS=4, MEMORY=8192, MAX_INSTANCES=10, MAX_BOOTING=10)
+    records = [rec(f"p{i}", Phase.BOOTING, since=T0 + i) for i in range(4)]
+    listed = [pilot(f"p{i}") for i in range(4)]
+    p = plan(queued_state(records, listed, jobs=5), c, T0 + 10)   # 5 jobs: 2 pilots
+    cancelled = sorted(t.instance_id for t in kinds(p, Terminate))
+    assert cancelled == ["p2", "p3"] and not any(t.failure for t in kinds(p, Terminate))
+    assert "need 2 of the 4 queued" in kinds(p, Terminate)[0].reason
+    p = plan(queued_state(records, listed), c, T0 + 10)           # no demand: all go
+    assert len(kinds(p, Terminate)) == 4
+
+
+def test_a_started_pilot_is_never_cancelled_for_want_of_demand():
+    c = cfg(CPUS=4, MEMORY=8192, IDLE_TIMEOUT=600)
+    state = queued_state([rec("p", Phase.BOOTING, since=T0)],
+                         [pilot("p", InstanceState.RUNNING, launched=T0 + 5)])
+    assert not destructive(plan(state, c, T0 + 10))
+
+
+def test_queued_pilots_are_kept_while_the_demand_is_unknown():
+    c = cfg(CPUS=4, MEMORY=8192)
+    state = queued_state([rec("p", Phase.BOOTING, since=T0)], [pilot("p")], demand_ok=False)
+    p = plan(state, c, T0 + 10)
+    assert not destructive(p)
+    assert any("not cancelling queued" in h.reason for h in kinds(p, Hold))
+
+
+def test_joined_free_capacity_absorbs_demand_before_queued_pilots():
+    c = cfg(CPUS=4, MEMORY=8192)
+    records = [rec("n", Phase.IDLE, since=T0), rec("p", Phase.BOOTING, since=T0)]
+    listed = [pilot("n", InstanceState.RUNNING), pilot("p")]
+    state = queued_state(records, listed, nodes=[node("n")], jobs=3)   # 3 jobs fit on n
+    (t,) = kinds(plan(state, c, T0 + 10), Terminate)
+    assert t.instance_id == "p"

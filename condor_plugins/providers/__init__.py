@@ -32,7 +32,8 @@ ENTRY_POINT_GROUP = "condor_plugins.providers"
 #: points) is not installed, e.g. when run from a source tree.
 BUILTIN = {"local": "condor_plugins.providers.local:LocalProvider",
            "ec2": "condor_plugins.providers.ec2:EC2Provider",
-           "openstack": "condor_plugins.providers.openstack:OpenStackProvider"}
+           "openstack": "condor_plugins.providers.openstack:OpenStackProvider",
+           "slurm": "condor_plugins.providers.slurm:SlurmProvider"}
 
 
 class ProviderNotFound(LookupError):

@@ -153,6 +153,10 @@ class Provider(abc.ABC):
 
     #: The entry point name, e.g. "local" (for messages).
     type_name: ClassVar[str] = ""
+    #: True for a batch queue (slurm): a PENDING instance waits in the queue
+    #: (PENDING_TIMEOUT), and JOIN_TIMEOUT counts from its ``launch_time``,
+    #: which is when it started running.
+    queued: ClassVar[bool] = False
 
     def __init__(self, entry: str, settings: Mapping[str, str]):
         self.entry = entry

@@ -295,7 +295,8 @@ class Observing:
     def listing(self, entry: str) -> Listing:
         tags = dict(owner_tags(self.cfg.pool, self.cfg.name), **{TAG_ENTRY: entry})
         try:
-            listing = Listing(True, tuple(self.providers[entry].list(tags)))
+            provider = self.providers[entry]
+            listing = Listing(True, tuple(provider.list(tags)), bool(provider.queued))
         except ProviderError as err:
             log.warning("Listing of provider entry %s failed (%s): %s", entry, err.kind,
                         err.message)

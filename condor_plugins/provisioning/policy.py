@@ -49,9 +49,10 @@ from typing import Dict, Iterable, List, Mapping, Optional
 
 from ..config import EntryConfig, ProvisionerConfig
 from .scaleup import scale_up
-from ..providers.base import InstanceState
+from ..providers.base import Instance, InstanceState
+from .packing import nodes_needed
 from .state import (BOOTING_PHASES, Action, Backoff, Drain, Hold,
-                    InstanceRecord, Launched, LaunchFailed, Listing, NodeInfo, ObservedState,
+                    InstanceRecord, JobGroup, Launched, LaunchFailed, Listing, NodeInfo, ObservedState,
                     Outcome, Phase, Plan, Terminate, age)
 
 __all__ = ["plan", "fold_launches", "backoff_delay", "evidence_wanted", "INTERRUPTED",
@@ -108,6 +109,8 @@ CHURN, CHURN_REASON = "churn", "started, but no job matched"
 #: Reasons of a DRAINING phase the node itself chose (not our Drain action).
 INTERRUPTED = "interrupted by the cloud"
 NODE_DRAINING = "draining (not asked by us)"
+#: The reason of a BOOTING phase while a batch queue holds the instance.
+QUEUED = "queued"
 
 
 class _Cycle:
@@ -150,6 +153,7 @@ class _Cycle:
                                                 self.state.idle_jobs(), backoff, self.now,
                                                 unlisted, self.state.unsized)
             self.actions += actions
+            self._cancel_unneeded_queued()
         else:
             for entry in self.cfg.entries:
                 self.actions.append(
@@ -342,7 +346,7 @@ class _Cycle:
         if rec.phase is Phase.REQUESTED:
             rec = replace(rec, phase=Phase.BOOTING, since=self.now, reason="booting")
         if rec.phase is Phase.BOOTING:
-            self._booting(rec, entry, node)
+            self._booting(rec, entry, node, self.listed[rec.entry][rec.id])
         elif rec.phase in (Phase.IDLE, Phase.BUSY):
             self._joined(rec, entry, node)
         elif rec.phase is Phase.DRAINING:
@@ -354,15 +358,64 @@ class _Cycle:
         else:
             self._keep(rec)
 
-    def _booting(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
+    def _booting(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo],
+                 inst: Instance) -> None:
+        queued = self.state.listings[rec.entry].queued
+        started = rec.created
+        if queued and inst.launch_time is not None:  # JOIN_TIMEOUT from its start
+            started = max(started, inst.launch_time)
         if node is not None:
             self.joined_entries.add(rec.entry)
             self._update_joined(replace(rec, joined=self.now, reason="joined"), entry, node)
-        elif self.absence_trusted and self.now - rec.created >= entry.join_timeout:
-            self._terminate(rec, f"did not join the pool within {age(entry.join_timeout)}",
-                            failure=True)
+        elif queued and inst.state is InstanceState.PENDING:
+            waited = self.now - rec.created
+            why = f" ({inst.reason})" if inst.reason else ""
+            if waited >= entry.pending_timeout:
+                self._terminate(rec, f"still queued{why} after {age(waited)} (PENDING_TIMEOUT "
+                                     f"{age(entry.pending_timeout)})", failure=True,
+                                needs_collector=False)
+            else:
+                self._keep(rec, reason=f"{QUEUED}{why} for {age(waited)}")
+        elif self.absence_trusted and self.now - started >= entry.join_timeout:
+            self._terminate(rec, f"did not join the pool within {age(entry.join_timeout)}" + (
+                " of its start" if started != rec.created else ""), failure=True)
         else:
-            self._keep(rec)
+            self._keep(rec, reason="booting" if rec.reason.startswith(QUEUED) else rec.reason)
+
+    def _cancel_unneeded_queued(self) -> None:
+        """Batch-queue entries: cancel the instances still waiting in the queue
+        that the idle jobs no longer need (the newest first).  The need is what
+        this entry's idle jobs ask after its joined and started nodes' free
+        capacity.  Held while a schedd or the collector is unknown."""
+        for entry in self.cfg.entries:
+            listing = self.state.listings.get(entry.name)
+            if listing is None or not listing.ok or not listing.queued:
+                continue
+            listed = self.listed[entry.name]
+            mine = [r for r in self.records.values() if r.entry == entry.name]
+            queued = [r for r in mine if r.phase is Phase.BOOTING and r.id in listed
+                      and listed[r.id].state is InstanceState.PENDING]
+            if not queued:
+                continue
+            if not (self.state.demand_ok and self.state.nodes_ok):
+                self.actions.append(Hold(entry.name, "not cancelling queued instances: the "
+                                         "idle jobs or the pool's free capacity are unknown",
+                                         "queued"))
+                continue
+            usable = max(0, entry.memory_mb - entry.memory_reserve)
+            free = []
+            for r in mine:
+                node = self._node(r.id)
+                if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
+                    free.append((node.idle_cpus, node.idle_memory_mb))
+                elif r.phase is Phase.BOOTING and r not in queued:
+                    free.append((entry.cpus, usable))  # started: about to join
+            groups = [JobGroup(d.count, d.cpus, d.memory_mb) for d in self.state.idle_jobs()
+                      if entry.name in d.entries]
+            need = nodes_needed(groups, entry.cpus, usable, free)
+            for rec in sorted(queued, key=lambda r: (-r.created, r.id))[:max(0, len(queued) - need)]:
+                self._terminate(rec, f"cancelled while queued: the idle jobs need {need} of "
+                                     f"the {len(queued)} queued instance(s)")
 
     def _joined(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
         if node is None:

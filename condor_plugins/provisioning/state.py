@@ -111,9 +111,12 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class Listing:
-    """One entry's provider listing; ``ok`` False means the call failed."""
+    """One entry's provider listing; ``ok`` False means the call failed.
+    ``queued``: the provider is a batch queue (Slurm): a PENDING instance
+    waits in its queue, under PENDING_TIMEOUT, not booting under JOIN_TIMEOUT."""
     ok: bool
     instances: Tuple[Instance, ...] = ()
+    queued: bool = False
 
     def by_id(self) -> Dict[str, Instance]:
         return {i.id: i for i in self.instances}

@@ -1,0 +1,201 @@
+"""The ``slurm`` provider: instances are pilot jobs in a Slurm cluster (an HPC
+allocation), each a user-space HTCondor execute node (node/pilot.py).
+
+* ``create`` submits one pilot per instance with ``sbatch`` (the script on
+  its standard input); ``list`` reads ``squeue`` and keeps the jobs whose
+  comment carries this provisioner's tags; ``terminate`` is ``scancel``.
+* A pilot waiting in the queue is PENDING: the provisioner counts it as
+  booting capacity, under PENDING_TIMEOUT (``queued``), and cancels it when
+  the demand is gone.  Its ``launch_time`` is its start once it runs, so
+  JOIN_TIMEOUT counts from there.
+* How commands reach the cluster (this host, ssh to a login node) is the
+  executor's business (executors.py, setting ``ACCESS``).
+
+Settings (``CLOUD_PLUGINS_<ENTRY>_<NAME>``; docs/knobs-slurm.md): ACCESS,
+SSH_HOST, SSH_PORT, SSH_USER, SSH_KEY, SSH_KNOWN_HOSTS, SLURM_CONF, PARTITION,
+ACCOUNT, QOS, WALLTIME, CONSTRAINT, CONDOR_LOCATION, PILOT_DIR,
+PILOT_MARGIN, DEFAULT_RUNTIME, OUTPUT, COMMAND_TIMEOUT.  The entry's CPUS and
+MEMORY are each pilot's cores and memory (auto: a whole node of PARTITION).
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from .base import (TAG_ENTRY, AuthError, Instance, InstanceSpec, InstanceState, InstanceType, Provider,
+                   ProviderError, QuotaError, TransientError)
+from .executors import executor
+
+#: Slurm job states (squeue %T) -> InstanceState.
+STATES = {"PENDING": InstanceState.PENDING, "CONFIGURING": InstanceState.PENDING,
+          "REQUEUED": InstanceState.PENDING, "REQUEUE_HOLD": InstanceState.PENDING,
+          "REQUEUE_FED": InstanceState.PENDING, "RESV_DEL_HOLD": InstanceState.PENDING,
+          "RUNNING": InstanceState.RUNNING, "RESIZING": InstanceState.RUNNING,
+          "SIGNALING": InstanceState.RUNNING, "STAGE_OUT": InstanceState.STOPPING,
+          "COMPLETING": InstanceState.STOPPING, "SUSPENDED": InstanceState.STOPPED,
+          "STOPPED": InstanceState.STOPPED}
+#: Pending reasons that never clear by waiting: the pilot can never start.
+HOPELESS = ("InvalidAccount", "InvalidQOS", "BadConstraints", "PartitionConfig",
+            "AccountNotAllowed", "QOSNotAllowed", "JobHeldAdmin", "DependencyNeverSatisfied")
+#: sbatch errors -> provider errors (first match wins; others: ProviderError).
+ERRORS = (("Unable to contact slurm controller", TransientError),
+          ("Socket timed out", TransientError), ("Slurm temporarily unavailable", TransientError),
+          ("Job violates accounting/QOS policy", QuotaError),
+          ("QOSMaxSubmitJob", QuotaError), ("AssocMaxSubmitJob", QuotaError),
+          ("Access/permission denied", AuthError), ("Invalid user", AuthError),
+          ("authentication", AuthError))
+COMMENT = "condor-plugins"
+FIELDS = "%i|%T|%V|%S|%r|%k|%N"   # id, state, submit, start, reason, comment, nodes
+
+
+def _duration(seconds: int) -> str:
+    """Slurm's --time (D-HH:MM:SS), rounded up to whole minutes."""
+    minutes = max(1, -(-int(seconds) // 60))
+    return f"{minutes // 1440}-{minutes % 1440 // 60:02d}:{minutes % 60:02d}:00"
+
+
+def _comment(tags: Mapping[str, str]) -> str:
+    q = urllib.parse.quote
+    return COMMENT + " " + " ".join(f"{q(k, safe='')}={q(v, safe='')}"
+                                    for k, v in sorted(tags.items()))
+
+
+def _tags(comment: str) -> Optional[Dict[str, str]]:
+    words = comment.split()
+    if not words or words[0] != COMMENT:
+        return None
+    out = {}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if sep:
+            out[urllib.parse.unquote(key)] = urllib.parse.unquote(value)
+    return out
+
+
+def _epoch(text: str) -> Optional[float]:
+    try:
+        return float(text)
+    except ValueError:
+        return None   # N/A, Unknown, or not yet known
+
+
+class SlurmProvider(Provider):
+    """Pilot jobs in one Slurm partition (or the cluster's default)."""
+
+    type_name = "slurm"
+    queued = True
+
+    def __init__(self, entry: str, settings: Mapping[str, str]):
+        super().__init__(entry, settings)
+        self.timeout = float(self.setting("COMMAND_TIMEOUT", "duration", "60"))
+        self.exec = executor(self.setting, self.knob, self.timeout)
+        self.partition = self.setting("PARTITION", "str", "") or ""
+        self.walltime = int(self.setting("WALLTIME", "duration", "1d"))
+        self.margin = int(self.setting("PILOT_MARGIN", "duration", "300"))
+        if self.margin >= self.walltime:
+            from ..config import ConfigError
+            raise ConfigError(f"{self.knob('PILOT_MARGIN')} = {self.margin}: must be less "
+                              f"than {self.knob('WALLTIME')} ({self.walltime} s)")
+
+    # ---------------------------------------------------------------- helpers
+    def _run(self, argv: Sequence[str], stdin: str = "", what: str = "") -> str:
+        res = self.exec.run(argv, stdin)
+        if res.returncode == 0:
+            return res.stdout
+        err = res.first_error()
+        for needle, kind in ERRORS:
+            if needle.lower() in err.lower():
+                raise kind(f"{what or argv[0]} on {self.exec.describe()}: {err}")
+        raise ProviderError(f"{what or argv[0]} on {self.exec.describe()}: {err}")
+
+    def _sbatch_args(self, spec: InstanceSpec, name: str, comment: str) -> List[str]:
+        args = ["sbatch", "--parsable", f"--job-name={name}", f"--comment={comment}",
+                f"--time={_duration(self.walltime)}", "--nodes=1", "--ntasks=1",
+                f"--cpus-per-task={spec.cpus}", "--no-requeue",
+                f"--output={self.setting('OUTPUT', 'str', '/dev/null')}"]
+        if spec.memory_mb > 0:
+            args.append(f"--mem={spec.memory_mb}")
+        for flag, name_ in (("--partition", "PARTITION"), ("--account", "ACCOUNT"),
+                            ("--qos", "QOS"), ("--constraint", "CONSTRAINT")):
+            value = self.setting(name_, "str", "")
+            if value:
+                args.append(f"{flag}={value}")
+        return args
+
+    # ---------------------------------------------------------------- interface
+    def describe(self, spec: InstanceSpec) -> Optional[InstanceType]:
+        """A whole node of the partition (the smallest one): for CPUS/MEMORY auto."""
+        argv = ["sinfo", "--noheader", "--format=%c|%m"]
+        if self.partition:
+            argv.append(f"--partition={self.partition}")
+        sizes = []
+        for line in self._run(argv, what="sinfo").splitlines():
+            cpus, _, memory = line.strip().partition("|")
+            if cpus.rstrip("+").isdigit() and memory.rstrip("+").isdigit():
+                sizes.append((int(cpus.rstrip("+")), int(memory.rstrip("+"))))
+        if not sizes:
+            raise ProviderError(f"partition {self.partition or '(default)'} has no nodes")
+        cpus, memory = min(sizes)
+        return InstanceType(self.partition or "default", cpus, memory)
+
+    def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
+               user_data: str, request_token: str) -> List[Instance]:
+        from ..node.pilot import PilotSettings, render_pilot
+        script = render_pilot(user_data, PilotSettings(
+            condor=self.setting("CONDOR_LOCATION", "str", "/usr"),
+            workdir=self.setting("PILOT_DIR", "str", ""), walltime=self.walltime,
+            cpus=spec.cpus, memory_mb=spec.memory_mb, margin=self.margin,
+            default_runtime=int(self.setting("DEFAULT_RUNTIME", "duration", "3600"))))
+        out = []
+        for i in range(count):
+            name = f"cp-{request_token}" + (f"-{i}" if count > 1 else "")
+            argv = self._sbatch_args(spec, name, _comment(tags))
+            job = self._run(argv, script, what="sbatch").strip().split(";")[0]
+            if not job.isdigit():
+                raise ProviderError(f"sbatch on {self.exec.describe()} printed no job id")
+            out.append(Instance(job, self.entry, InstanceState.PENDING, time.time(),
+                                dict(tags), reason="submitted"))
+        return out
+
+    def list(self, owner_tags: Mapping[str, str]) -> List[Instance]:
+        # --me: only this account's jobs; all states, so finished pilots show
+        # as terminated (with the reason) until Slurm forgets them (MinJobAge).
+        out = self._run(["env", "SLURM_TIME_FORMAT=%s", "squeue", "--me", "--noheader",
+                         "--states=all", f"--format={FIELDS}"], what="squeue")
+        instances = []
+        for line in out.splitlines():
+            parts = line.split("|")
+            if len(parts) < 7:
+                continue
+            job, state, submitted, started, reason, comment, nodes = parts[:7]
+            tags = _tags(comment.strip())
+            if tags is None or any(tags.get(k) != v for k, v in owner_tags.items()):
+                continue
+            st = STATES.get(state.strip(), InstanceState.TERMINATED)
+            reason = "" if reason.strip() in ("None", "(null)") else reason.strip()
+            if st is InstanceState.PENDING and reason.split(",")[0] in HOPELESS:
+                st = InstanceState.ERROR
+            elif st is InstanceState.TERMINATED:
+                reason = state.strip().lower() + (f" ({reason})" if reason else "")
+            launched = _epoch(started) if st in (InstanceState.RUNNING,
+                                                 InstanceState.STOPPING) else None
+            instances.append(Instance(job.strip(), tags.get(TAG_ENTRY, self.entry),
+                                      st, launched or _epoch(submitted), tags,
+                                      address=nodes.strip(), reason=reason))
+        return instances
+
+    def terminate(self, ids: Sequence[str]) -> None:
+        jobs = [i for i in ids if i.isdigit()]
+        if not jobs:
+            return
+        res = self.exec.run(["scancel", *jobs])
+        err = res.first_error()
+        # Already finished or forgotten: not an error (idempotent).
+        if res.returncode != 0 and not any(s in err for s in (
+                "Invalid job id", "already completing or completed", "Job/step already")):
+            raise ProviderError(f"scancel on {self.exec.describe()}: {err}")
+
+    def close(self) -> None:
+        self.exec.close()

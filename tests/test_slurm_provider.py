@@ -1,0 +1,195 @@
+"""The slurm provider and its pilot, against a scripted executor (no Slurm):
+the sbatch arguments, tags through the comment, squeue parsing, error mapping,
+idempotent scancel, and the pilot script.  tests/test_slurm_e2e.py runs them
+against a real Slurm."""
+
+import base64
+import subprocess
+
+import pytest
+import yaml
+
+from condor_plugins.config import ConfigError
+from condor_plugins.node.pilot import PILOT_CONF, PilotSettings, render_pilot
+from condor_plugins.providers import provider_class
+from condor_plugins.providers.base import (AuthError, InstanceSpec, InstanceState, ProviderError,
+                                           QuotaError, TransientError, instance_tags, owner_tags)
+from condor_plugins.providers.executors import Result, SSHExecutor
+from condor_plugins.providers.slurm import SlurmProvider, _comment, _duration, _tags
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9." + "a" * 40 + "." + "b" * 43
+USER_DATA = "#cloud-config\n" + yaml.safe_dump({"write_files": [
+    {"path": "/etc/condor/config.d/60-cloud-instance.conf", "permissions": "0644",
+     "content": "CLOUD_PLUGINS_REQUEST_ID = hpc-1\n"},
+    {"path": "/etc/condor/tokens.d/cloud-worker", "permissions": "0600",
+     "content": TOKEN + "\n"},
+    {"path": "/etc/x.bin", "permissions": "0640", "encoding": "b64",
+     "content": base64.b64encode(b"\x00\x01binary").decode()}]})
+SPEC = InstanceSpec("hpc", "", "", 4, 4000, 0)
+
+
+class Script:
+    """An executor that answers from a table and records what it was asked."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def run(self, argv, stdin=""):
+        self.calls.append((list(argv), stdin))
+        for word, result in self.answers.items():
+            if word in argv:
+                if isinstance(result, Exception):
+                    raise result
+                return result
+        return Result(0, "", "")
+
+    def describe(self):
+        return "login.example"
+
+    def close(self):
+        pass
+
+
+def provider(answers, **settings):
+    p = SlurmProvider("hpc", {"PARTITION": "batch", "WALLTIME": "2h", **settings})
+    p.exec = Script(answers)
+    return p
+
+
+def test_registered_as_an_entry_point_and_a_batch_queue():
+    assert provider_class("slurm", "hpc") is SlurmProvider and SlurmProvider.queued
+
+
+def test_create_submits_one_pilot_per_instance_on_stdin_with_the_tags():
+    p = provider({"sbatch": Result(0, "4242;cluster\n", "")}, ACCOUNT="cms", QOS="opp",
+                 CONSTRAINT="haswell")
+    tags = instance_tags("pool", "prov", "hpc", "hpc-1")
+    [inst] = p.create(SPEC, 1, tags, USER_DATA, "hpc-1")
+    assert (inst.id, inst.state) == ("4242", InstanceState.PENDING)
+    argv, stdin = p.exec.calls[0]
+    assert {"--partition=batch", "--account=cms", "--qos=opp", "--constraint=haswell",
+            "--cpus-per-task=4", "--mem=4000", "--time=0-02:00:00", "--job-name=cp-hpc-1",
+            "--no-requeue"} <= set(argv)
+    assert not any(TOKEN in a for a in argv), "the token must never be on a command line"
+    assert TOKEN not in stdin  # base64 in the script, not verbatim
+    assert stdin.startswith("#!/bin/bash")
+    comment = next(a for a in argv if a.startswith("--comment="))[len("--comment="):]
+    assert _tags(comment) == tags
+
+
+def test_squeue_listing_states_tags_and_times():
+    tags = instance_tags("pool", "prov", "hpc", "r1")
+    c = _comment(tags)
+    other = _comment(instance_tags("pool", "someone-else", "hpc", "r9"))
+    out = "\n".join([
+        f"11|PENDING|100|N/A|PartitionDown|{c}|",
+        f"12|RUNNING|100|200|None|{c}|node1",
+        f"13|PENDING|100|N/A|InvalidAccount|{c}|",
+        f"14|TIMEOUT|100|200|None|{c}|node2",
+        f"15|RUNNING|100|200|None|{other}|node1",
+        "16|RUNNING|100|200|None|somebody's own job|node1",
+        f"17|COMPLETING|100|200|None|{c}|node1"])
+    p = provider({"squeue": Result(0, out + "\n", "")})
+    got = {i.id: i for i in p.list(owner_tags("pool", "prov"))}
+    assert set(got) == {"11", "12", "13", "14", "17"}
+    assert (got["11"].state, got["11"].reason, got["11"].launch_time) == (
+        InstanceState.PENDING, "PartitionDown", 100.0)
+    assert (got["12"].state, got["12"].launch_time, got["12"].address) == (
+        InstanceState.RUNNING, 200.0, "node1")
+    assert got["13"].state is InstanceState.ERROR          # never starts
+    assert (got["14"].state, got["14"].reason) == (InstanceState.TERMINATED, "timeout")
+    assert got["17"].state is InstanceState.STOPPING
+    argv = p.exec.calls[0][0]
+    assert "--me" in argv and "SLURM_TIME_FORMAT=%s" in argv
+
+
+@pytest.mark.parametrize("stderr, kind", [
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+     "(connect failure)", TransientError),
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition "
+     "combination specified", ProviderError),
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified",
+     ProviderError),
+    ("sbatch: error: QOSMaxSubmitJobPerUserLimit", QuotaError),
+    ("sbatch: error: Batch job submission failed: Access/permission denied", AuthError)])
+def test_sbatch_errors_map_to_typed_provider_errors(stderr, kind):
+    p = provider({"sbatch": Result(1, "", stderr + "\n")})
+    with pytest.raises(ProviderError) as err:
+        p.create(SPEC, 1, {}, USER_DATA, "r")
+    assert type(err.value) is kind
+    assert "login.example" in err.value.message and "\n" not in err.value.message
+
+
+def test_scancel_is_idempotent_and_reports_other_errors():
+    provider({"scancel": Result(1, "", "scancel: error: Kill job error on job id 12: "
+                                       "Invalid job id specified\n")}).terminate(["12"])
+    with pytest.raises(ProviderError, match="Unable to contact"):
+        provider({"scancel": Result(1, "", "scancel: error: Unable to contact slurm "
+                                           "controller\n")}).terminate(["12"])
+    p = provider({})
+    p.terminate(["12; rm -rf /"])   # never passed on: not a job id
+    assert p.exec.calls == []
+
+
+def test_describe_is_the_smallest_node_of_the_partition():
+    p = provider({"sinfo": Result(0, "8|16000\n4+|8000\n", "")})
+    t = p.describe(SPEC)
+    assert (t.cpus, t.memory_mb) == (4, 8000)
+
+
+def test_bad_settings_name_their_knob():
+    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_HPC_ACCESS"):
+        SlurmProvider("hpc", {"ACCESS": "carrier-pigeon"})
+    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_HPC_SSH_HOST"):
+        SlurmProvider("hpc", {"ACCESS": "ssh"})
+    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_HPC_PILOT_MARGIN"):
+        SlurmProvider("hpc", {"WALLTIME": "5m", "PILOT_MARGIN": "10m"})
+    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_HPC_WALLTIME"):
+        SlurmProvider("hpc", {"WALLTIME": "soon"})
+
+
+def test_ssh_executor_is_key_only_and_maps_a_refused_login(tmp_path):
+    settings = {"ACCESS": "ssh", "SSH_HOST": "login.example", "SSH_USER": "pilot",
+                "SSH_KEY": str(tmp_path / "key"), "SSH_PORT": "2222"}
+    p = SlurmProvider("hpc", settings)
+    assert isinstance(p.exec, SSHExecutor)
+    cmd = p.exec._ssh()
+    assert "BatchMode=yes" in cmd and "-i" in cmd and "2222" in cmd
+    p.close()
+
+
+def test_duration_rounds_up_to_minutes():
+    assert [_duration(s) for s in (1, 60, 61, 86400, 90061)] == [
+        "0-00:01:00", "0-00:01:00", "0-00:02:00", "1-00:00:00", "1-01:02:00"]
+
+
+def test_pilot_script_writes_every_file_privately_and_runs_condor(tmp_path):
+    """The script's file part, run for real: a 0700 directory with each file
+    at its path and mode, the pilot fragment, and no token outside it."""
+    script = render_pilot(USER_DATA, PilotSettings(condor="/nonexistent", walltime=600,
+                                                   workdir=str(tmp_path)))
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    # No HTCondor at /nonexistent: it stops before condor_master, after the files.
+    stop = script.replace('trap \'rm -rf "$dir"\' EXIT', 'echo "$dir" > ' + str(tmp_path / "d"))
+    res = subprocess.run(["bash"], input=stop, text=True, capture_output=True,
+                         env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "77"})
+    assert res.returncode == 1 and "no HTCondor at /nonexistent" in res.stdout
+    d = (tmp_path / "d").read_text().strip()
+    import os
+    import stat
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    tok = os.path.join(d, "etc/condor/tokens.d/cloud-worker")
+    assert stat.S_IMODE(os.stat(tok).st_mode) == 0o600
+    assert open(tok).read().strip() == TOKEN
+    assert open(os.path.join(d, "etc/x.bin"), "rb").read() == b"\x00\x01binary"
+    assert os.path.exists(os.path.join(d, PILOT_CONF.lstrip("/")))
+    assert TOKEN not in res.stdout + res.stderr
+
+
+def test_pilot_refuses_paths_outside_its_directory():
+    bad = "#cloud-config\n" + yaml.safe_dump({"write_files": [
+        {"path": "/etc/../../x", "content": "x"}]})
+    with pytest.raises(ConfigError, match="not a file a pilot can write"):
+        render_pilot(bad, PilotSettings())
+    with pytest.raises(ConfigError, match="absolute path"):
+        render_pilot(USER_DATA, PilotSettings(condor="relative/condor"))
