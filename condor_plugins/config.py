@@ -395,6 +395,7 @@ ROUTE_TRANSPARENT ROUTE_WITH RUN_PROVISIONER SHUTDOWN_GRACE SUBMIT_ON SUBMIT_ON_
 SUBMIT_REQUIREMENTS_0 SUBMIT_REQUIREMENTS_1 SUBMIT_TRANSFORM TRANSFORMS_0 TRANSFORMS_1
 SCHEDD_DENY_WORKER_READ SCHEDD_DENY_WORKER_READ_ON SCHEDD_DENY_WORKER_READ_EXPR SCHEDD_DENY_READ
 SCHEDD_DENY_READ_0 SCHEDD_DENY_READ_1
+FITS_LEASE JOB_RUNTIME PILOT_DEFAULT_RUNTIME PILOT_END PILOT_MARGIN SLURM_JOB_ID
 LITERAL_NODE REVOKED_WORKER_TOKENS WORKER_AD WORKER_AD_TYPES WORKER_IDENTITIES WORKER_NAME_PARTS WORKER_REQUEST WORKER_TOKEN_DOMAIN ZONE
 """.split())
 
@@ -406,6 +407,17 @@ def _known_suffixes() -> Tuple[set, set]:
     glob |= {k.name for k in CONTEXT_KNOBS if getattr(k, "global_fallback", True)}
     per_entry = {k.name for k in KNOBS if k.scope != GLOBAL} | {k.name for k in CONTEXT_KNOBS}
     return glob, per_entry
+
+
+def _provider_settings(param: Mapping[str, str], entry: str) -> FrozenSet[str]:
+    """The settings the entry's provider class declares (``SETTINGS``); empty
+    when it declares none or cannot be loaded (then nothing is flagged)."""
+    from .providers import ProviderNotFound, provider_class
+    try:
+        cls = provider_class(str(_raw(param, f"{PREFIX}{entry}_TYPE") or ""), entry.lower())
+    except ProviderNotFound:
+        return frozenset()
+    return frozenset(getattr(cls, "SETTINGS", ()))
 
 
 def unknown_knobs(param: Mapping[str, str]) -> list:
@@ -429,8 +441,16 @@ def unknown_knobs(param: Mapping[str, str]) -> list:
         entry = next((e for e in entries if rest.startswith(e + "_")), None)
         if entry is not None:
             setting = rest[len(entry) + 1:]
+            own = _provider_settings(param, entry)
+            if setting in own:
+                continue
             close = difflib.get_close_matches(setting, sorted(per_entry), 1, 0.85)
-            if close and not setting.startswith("WORKER_"):
+            if own and not close:  # the provider names its settings: anything else is a typo
+                close = difflib.get_close_matches(setting, sorted(own | per_entry), 1, 0.6)
+                warnings.append(f"{key} is not a setting of provider entry {entry.lower()} "
+                                f"({_raw(param, f'{PREFIX}{entry}_TYPE')}) nor a knob" +
+                                (f": did you mean {PREFIX}{entry}_{close[0]}?" if close else ""))
+            elif close and not setting.startswith("WORKER_"):
                 warnings.append(f"{key} is not a knob (a setting of provider entry "
                                 f"{entry.lower()}): did you mean {PREFIX}{entry}_{close[0]}?")
             continue

@@ -122,6 +122,7 @@ def test_paths(rpmq):
         "/usr/libexec/condor/condor_cloud_provisioner",
         ADMIN_FILE,
         "/usr/share/condor-cloud-plugins/worker/50-cloud-worker.conf",
+        "/usr/share/condor-cloud-plugins/worker/55-cloud-pilot.conf",
         "/usr/share/condor-cloud-plugins/grafana/condor-cloud.json",
         UNIT,
         *(f"{info}/{n}" for n in ("METADATA", "entry_points.txt", "top_level.txt",

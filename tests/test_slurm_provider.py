@@ -193,3 +193,13 @@ def test_pilot_refuses_paths_outside_its_directory():
         render_pilot(bad, PilotSettings())
     with pytest.raises(ConfigError, match="absolute path"):
         render_pilot(USER_DATA, PilotSettings(condor="relative/condor"))
+
+
+def test_a_misspelled_setting_is_named_with_the_closest_one():
+    from condor_plugins.config import unknown_knobs
+    param = {"CLOUD_PLUGINS_PROVIDERS": "hpc", "CLOUD_PLUGINS_HPC_TYPE": "slurm",
+             "CLOUD_PLUGINS_HPC_PARTITON": "batch", "CLOUD_PLUGINS_HPC_ACCOUNT": "cms",
+             "CLOUD_PLUGINS_HPC_PENDING_TIMEOUT": "2h", "CLOUD_PLUGINS_HPC_REGION": "x"}
+    (warning,) = unknown_knobs(param)
+    assert "CLOUD_PLUGINS_HPC_PARTITON" in warning
+    assert "did you mean CLOUD_PLUGINS_HPC_PARTITION?" in warning

@@ -24,7 +24,7 @@ import abc
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Mapping, Optional, Sequence
+from typing import ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "InstanceState", "InstanceSpec", "InstanceType", "Instance", "Provider",
@@ -157,6 +157,9 @@ class Provider(abc.ABC):
     #: (PENDING_TIMEOUT), and JOIN_TIMEOUT counts from its ``launch_time``,
     #: which is when it started running.
     queued: ClassVar[bool] = False
+    #: The provider's own setting names (CLOUD_PLUGINS_<ENTRY>_<NAME>); when
+    #: given, any other unknown setting of its entries is reported as a typo.
+    SETTINGS: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, entry: str, settings: Mapping[str, str]):
         self.entry = entry

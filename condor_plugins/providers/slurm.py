@@ -86,6 +86,10 @@ class SlurmProvider(Provider):
 
     type_name = "slurm"
     queued = True
+    SETTINGS = ("ACCESS", "SSH_HOST", "SSH_PORT", "SSH_USER", "SSH_KEY", "SSH_KNOWN_HOSTS",
+                "SLURM_CONF", "PARTITION", "ACCOUNT", "QOS", "WALLTIME", "CONSTRAINT",
+                "CONDOR_LOCATION", "PILOT_DIR", "PILOT_MARGIN", "DEFAULT_RUNTIME", "OUTPUT",
+                "COMMAND_TIMEOUT")
 
     def __init__(self, entry: str, settings: Mapping[str, str]):
         super().__init__(entry, settings)
