@@ -125,6 +125,9 @@ SEC_TOKEN_DIRECTORY = \$(SEC_TOKEN_SYSTEM_DIRECTORY)
 # A batch job cannot make mount namespaces or change users.
 MOUNT_UNDER_SCRATCH =
 USE_SHARED_PORT = False
+# Other HTCondors may share this host (other pilots, a login node's): never
+# take one of them for this pilot's own family of daemons.
+SEC_USE_FAMILY_SESSION = False
 LOCAL_CONFIG_DIR = \$(LOCAL_DIR)/etc/condor/config.d
 EOF
 id=${SLURM_JOB_ID:-unknown}
