@@ -203,3 +203,45 @@ def test_a_misspelled_setting_is_named_with_the_closest_one():
     (warning,) = unknown_knobs(param)
     assert "CLOUD_PLUGINS_HPC_PARTITON" in warning
     assert "did you mean CLOUD_PLUGINS_HPC_PARTITION?" in warning
+
+
+def test_the_template_takes_only_jobs_that_fit_the_walltime():
+    """Demand: a slurm entry's template ad matches a job only if its declared
+    runtime fits WALLTIME - PILOT_MARGIN (what the pilot's START says)."""
+    import classad2
+    import htcondor2  # noqa: F401  (HTCondor's ClassAd functions)
+    from condor_plugins import config as cfgmod
+    from condor_plugins.provisioning.demand import group_jobs
+    from condor_plugins.provisioning.explain import first_failure
+    from condor_plugins.provisioning.observe import template_ad
+    param = {"CLOUD_PLUGINS_PROVIDERS": "hpc", "CLOUD_PLUGINS_HPC_TYPE": "slurm",
+             "CLOUD_PLUGINS_HPC_WALLTIME": "1h", "CLOUD_PLUGINS_HPC_PILOT_MARGIN": "300",
+             "CLOUD_PLUGINS_HPC_DEFAULT_RUNTIME": "600", "CLOUD_PLUGINS_HPC_CPUS": "4",
+             "CLOUD_PLUGINS_HPC_MEMORY": "8000", "FULL_HOSTNAME": "ce"}
+    cfg = cfgmod.load(param)
+    template = template_ad(cfg.entry("hpc"), cfg, param)
+
+    def job(**attrs):
+        ad = classad2.ClassAd({"RequestCpus": 1, "RequestMemory": 100, **attrs})
+        ad["Requirements"] = classad2.ExprTree("TARGET.IsCloudNode =?= True")
+        return ad
+    fits = [job(), job(MaxWallTime=3300), job(MaxWallTimeMins=55), job(BatchRuntime=100),
+            job(JobDurationEstimate=3000)]
+    too_long = [job(MaxWallTime=3301), job(MaxWallTimeMins=56), job(BatchRuntime=7200),
+                job(JobDurationEstimate=3600)]
+    for ad in fits:
+        assert template.symmetricMatch(ad), ad
+    for ad in too_long:
+        assert not template.symmetricMatch(ad), ad
+    jobs, _, unmatched = group_jobs([(j, 1) for j in fits + too_long], {"hpc": template}, {})
+    assert sum(d.count for d in jobs) == len(fits) and len(unmatched) == len(too_long)
+    why = first_failure(too_long[0], template)
+    assert "CloudPilotUsableTime (3300)" in why, why
+
+
+def test_the_fragment_uses_the_same_runtime_expression():
+    from condor_plugins.localpool import shipped_config_dir
+    from condor_plugins.node.pilot import job_runtime
+    text = (shipped_config_dir() / "worker" / "55-cloud-pilot.conf").read_text()
+    assert ("CLOUD_PLUGINS_JOB_RUNTIME = " + job_runtime("$(CLOUD_PLUGINS_PILOT_DEFAULT_RUNTIME)")
+            + "\n") in text

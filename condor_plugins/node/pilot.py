@@ -32,7 +32,7 @@ from typing import List, Mapping, Tuple
 
 from ..config import ConfigError
 
-__all__ = ["PilotSettings", "render_pilot", "cloud_config_files", "PILOT_CONF"]
+__all__ = ["PilotSettings", "render_pilot", "cloud_config_files", "job_runtime", "PILOT_CONF"]
 
 PILOT_CONF = "/etc/condor/config.d/55-cloud-pilot.conf"
 PILOT_INSTANCE_CONF = "/etc/condor/config.d/62-cloud-pilot.conf"
@@ -47,6 +47,18 @@ class PilotSettings:
     memory_mb: int = 0          # 0: what Slurm says (SLURM_MEM_PER_NODE)
     margin: int = 300           # retire this long before the end
     default_runtime: int = 3600  # what a job that declares no runtime is assumed to take
+
+
+def job_runtime(default: str) -> str:
+    """The ClassAd expression of a job's declared runtime in seconds (the
+    pilot fragment's CLOUD_PLUGINS_JOB_RUNTIME, and the entry's template ad):
+    BatchRuntime, MaxWallTimeMins (minutes), MaxWallTime, JobDurationEstimate,
+    else ``default``."""
+    return ("ifThenElse(TARGET.BatchRuntime isnt undefined, TARGET.BatchRuntime, "
+            "ifThenElse(TARGET.MaxWallTimeMins isnt undefined, 60 * TARGET.MaxWallTimeMins, "
+            "ifThenElse(TARGET.MaxWallTime isnt undefined, TARGET.MaxWallTime, "
+            "ifThenElse(TARGET.JobDurationEstimate isnt undefined, TARGET.JobDurationEstimate, "
+            f"{default}))))")
 
 
 def cloud_config_files(user_data: str) -> List[Mapping]:

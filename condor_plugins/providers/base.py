@@ -189,6 +189,14 @@ class Provider(abc.ABC):
         """Every instance (any state) that carries all ``owner_tags``.  Reads
         only: ``condor_cloud status`` calls it too."""
 
+    @classmethod
+    def template_attrs(cls, settings: Mapping[str, str]) -> Dict[str, str]:
+        """Attributes (name -> ClassAd expression) the entry's template ad adds:
+        what its nodes will advertise that idle jobs are matched against.  A
+        ``Requirements`` here is the node's side of the match (a pilot takes only
+        jobs that fit its walltime).  The default adds nothing."""
+        return {}
+
     def describe(self, spec: InstanceSpec) -> Optional[InstanceType]:
         """What an instance of ``spec`` has (its instance type and image), read
         from the cloud; None: the provider cannot tell, the knobs are the size

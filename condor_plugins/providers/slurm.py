@@ -103,6 +103,22 @@ class SlurmProvider(Provider):
             raise ConfigError(f"{self.knob('PILOT_MARGIN')} = {self.margin}: must be less "
                               f"than {self.knob('WALLTIME')} ({self.walltime} s)")
 
+    @classmethod
+    def template_attrs(cls, settings: Mapping[str, str]) -> Dict[str, str]:
+        """A pilot takes only jobs whose declared runtime fits its walltime
+        less the margin (55-cloud-pilot.conf), so neither does its template."""
+        from ..config import PARSERS
+        from ..node.pilot import job_runtime
+        get = lambda name, default: PARSERS["duration"](settings.get(name) or default)  # noqa
+        try:
+            usable = get("WALLTIME", "1d") - get("PILOT_MARGIN", "300")
+            default = get("DEFAULT_RUNTIME", "3600")
+        except ValueError:
+            return {}   # the provider itself reports the bad knob
+        return {"CloudJobRuntime": job_runtime(str(default)),
+                "CloudPilotUsableTime": str(usable),
+                "Requirements": "MY.CloudJobRuntime <= MY.CloudPilotUsableTime"}
+
     # ---------------------------------------------------------------- helpers
     def _run(self, argv: Sequence[str], stdin: str = "", what: str = "") -> str:
         res = self.exec.run(argv, stdin)

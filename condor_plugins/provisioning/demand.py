@@ -93,11 +93,11 @@ def group_jobs(rows: Iterable[Tuple[object, int]], templates: Mapping[str, objec
         for entry, template in templates.items():
             node = real.get(entry)
             if node is None:
-                if template.matches(row):
+                if template.symmetricMatch(row):
                     entries.append(entry)
             elif node.matches(row):
                 entries.append(entry)
-            elif template.matches(row):
+            elif template.symmetricMatch(row):
                 hit = True
                 clause = first_failure(row, node)
                 why = (f"{unmatched_key(row)}: needs {clause}; the node has "

@@ -10,6 +10,7 @@ provisioner's ad and ``condor_cloud status``.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Dict, Iterable, List, Mapping, Tuple
 
 __all__ = ["Reasons", "conjuncts", "first_failure", "unmatched_key", "MAX_SHOWN"]
@@ -81,6 +82,13 @@ def first_failure(job, machine) -> str:
             continue
         if value is not True:
             return clause if len(clause) <= 100 else clause[:97] + "..."
+    mine = machine.lookup("Requirements") if "Requirements" in machine else None
+    if mine is not None and str(mine) != "true":
+        text = str(mine)
+        for name in re.findall(r"MY\.(\w+)", text):  # show what the names stand for
+            if name in machine and not str(machine.lookup(name)).startswith("ifThenElse"):
+                text = text.replace(f"MY.{name}", f"{name} ({machine.lookup(name)})")
+        return f"the node's Requirements: {text}"
     return "the machine's Requirements"
 
 

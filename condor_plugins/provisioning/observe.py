@@ -53,6 +53,13 @@ def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, 
         "CloudInterruptible": entry_interruptible(entry, param), "CloudProvisioner": cfg.name,
         "CloudProviderEntry": entry.name})
     ad["Requirements"] = classad2.ExprTree("true")
+    try:
+        from ..providers import ProviderNotFound, provider_class
+        extra = provider_class(entry.type, entry.name).template_attrs(entry.settings)
+    except ProviderNotFound:
+        extra = {}
+    for name, expr in extra.items():
+        ad[name] = classad2.ExprTree(expr)
     return ad
 
 
