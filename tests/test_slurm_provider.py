@@ -235,6 +235,12 @@ def test_the_template_takes_only_jobs_that_fit_the_walltime():
         assert not template.symmetricMatch(ad), ad
     jobs, _, unmatched = group_jobs([(j, 1) for j in fits + too_long], {"hpc": template}, {})
     assert sum(d.count for d in jobs) == len(fits) and len(unmatched) == len(too_long)
+    # A joined pilot's real ad does not make a too-long job fit it.
+    node = classad2.ClassAd({"IsCloudNode": True, "Cpus": 4, "Memory": 8000})
+    jobs, mismatch, unmatched = group_jobs([(j, 1) for j in fits + too_long],
+                                           {"hpc": template}, {"hpc": node})
+    assert sum(d.count for d in jobs) == len(fits) and len(unmatched) == len(too_long)
+    assert not mismatch   # not the churn brake's evidence
     why = first_failure(too_long[0], template)
     assert "CloudPilotUsableTime (3300)" in why, why
 

@@ -91,13 +91,15 @@ def group_jobs(rows: Iterable[Tuple[object, int]], templates: Mapping[str, objec
             continue
         entries, hit = [], False
         for entry, template in templates.items():
+            if not row.matches(template):
+                continue  # the entry's own Requirements (a pilot's walltime) refuse it
             node = real.get(entry)
             if node is None:
-                if template.symmetricMatch(row):
+                if template.matches(row):
                     entries.append(entry)
             elif node.matches(row):
                 entries.append(entry)
-            elif template.symmetricMatch(row):
+            elif template.matches(row):
                 hit = True
                 clause = first_failure(row, node)
                 why = (f"{unmatched_key(row)}: needs {clause}; the node has "
