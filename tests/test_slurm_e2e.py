@@ -23,9 +23,12 @@ pytestmark = pytest.mark.integration
 ENTRY = "hpc"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}")
 #: The job: who and where it ran, then a sleep that is long on its first
-#: start only (NumJobStarts in its own job ad) when asked to be.
+#: start only (NumJobStarts, or NumShadowStarts after a start the schedd did
+#: not hear of, in its own job ad).
 JOB = """#!/bin/bash
-starts=$(sed -n 's/^NumJobStarts = //p' "$_CONDOR_JOB_AD")
+get() { sed -n "s/^$1 = //p" "$_CONDOR_JOB_AD"; }
+starts=$(get NumJobStarts); shadows=$(get NumShadowStarts)
+[ "${shadows:-0}" -gt "${starts:-0}" ] && starts=$shadows
 echo "uid=$(id -u) host=$(hostname) starts=$starts"
 if [ "${starts:-0}" -le 1 ]; then sleep "$1"; else sleep "$2"; fi
 """
@@ -250,3 +253,35 @@ def test_slurm_errors_are_one_line_per_cycle_with_backoff(site, slurm_bed, tmp_p
     lines = [ln for ln in gone.log_text().splitlines() if "Listing of provider entry" in ln]
     assert all("(transient)" in ln and "Connection refused" in ln for ln in lines), lines[:3]
     assert not slurm_bed.live_jobs("hpcpilot")
+
+
+def test_a_pilot_killed_by_slurm_while_a_job_runs_loses_no_job(site, slurm_bed, tmp_path):  # noqa: F811
+    """Slurm ends the pilot at a walltime the pilot never knew (shortened after
+    it started, as an admin or a reservation does): SIGTERM to every process,
+    then SIGKILL.  The job is requeued and completes on another pilot."""
+    pool, make = site
+    prov = make(MAX_INSTANCES=2, MAX_BOOTING=1, IDLE_TIMEOUT=300)
+    cluster = submit(pool, tmp_path, 1, 300, 3, MaxWallTime=5)
+    proc = prov.start()
+    host = wait_for(lambda: next((j.get("RemoteHost") for j in pool.schedd().query(
+        f"ClusterId == {cluster} && JobStatus == 2", ["RemoteHost"])), None), 90,
+        what="the job running on a pilot")
+    request = host.split("@")[1]
+    pilot = wait_for(lambda: next((j for j, (s, _) in pilots(slurm_bed, prov).items()
+                                   if s == "RUNNING"), None), 30, what="its pilot")
+    time.sleep(2)
+    slurm_bed.remote(f"scontrol update JobId={pilot} TimeLimit=0:01 >/dev/null")
+    states = {}
+
+    def finished():
+        states.update(pilots(slurm_bed, prov))
+        return done(pool, cluster, 1)
+    try:
+        (ad,) = wait_for(finished, 240, interval=2, what="the job done on another pilot")
+    except TimeoutError:
+        pytest.fail(f"{states}\n{prov.log_text()[-3000:]}\n{pilot_output(slurm_bed)}")
+    assert states[pilot][0] == "TIMEOUT", states
+    assert ad["ExitCode"] == 0 and ad["NumJobStarts"] >= 2
+    assert ad["MachineAttrCloudRequestID0"] != request
+    assert "starts=2" in (tmp_path / "out.0").read_text()
+    prov.stop(proc)
