@@ -16,7 +16,18 @@ from condor_plugins.localpool import (ExecuteNode, PersonalPool, processes_using
 HAVE_CONDOR = shutil.which("condor_master") is not None
 
 
+#: The modules that take longest (minutes of real daemons), longest first:
+#: run first, so that with ``--dist loadfile`` no worker starts one of them
+#: when the others are nearly done (longest processing time first).
+SLOW_FIRST = ("test_provisioner", "test_slurm_e2e", "test_cloud_pool", "test_ec2_e2e",
+              "test_openstack_e2e", "test_provisioner_master", "test_metrics_prometheus",
+              "test_simulate_honesty", "test_admin", "test_revocation", "test_burst")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2],
+                                         len(SLOW_FIRST)))   # stable: order kept within
     if HAVE_CONDOR:
         return
     # Outside CI a developer without HTCondor gets a clear skip; in CI a

@@ -109,10 +109,14 @@ def test_burst_runs_jobs_on_pilots_that_retire_and_leave_the_queue(site, slurm_b
     prov = make(MAX_INSTANCES=2, MAX_BOOTING=2, IDLE_TIMEOUT=8)
     cluster = submit(pool, tmp_path, 3, 8)
     proc = prov.start()
-    seen = []
+    seen, ads_seen = [], {}
 
     def finished():
         seen.append(cmdlines())
+        for ad in pool.collector().query(htcondor2.AdType.Startd, "IsCloudNode is True",
+                                         ["Name", "CloudProvider", "SlurmJobId",
+                                          "CloudInstanceID", "CloudLeaseExpires"]):
+            ads_seen[ad["Name"]] = ad
         return done(pool, cluster, 3)
     try:
         ads = wait_for(finished, 240, interval=1, what="3 jobs done on Slurm pilots")
@@ -127,9 +131,9 @@ def test_burst_runs_jobs_on_pilots_that_retire_and_leave_the_queue(site, slurm_b
     for i in range(3):
         out = (tmp_path / f"out.{i}").read_text()
         assert "uid=4343" in out and re.search(r"host=node\d", out), out
-    nodes = pool.collector().query(htcondor2.AdType.Startd, 'CloudProvider == "slurm"',
-                                   ["SlurmJobId", "CloudLeaseExpires", "CloudInstanceID"])
-    for ad in nodes:   # (if still there) the Slurm job id and the walltime's end
+    assert ads_seen
+    for ad in ads_seen.values():   # the Slurm job id, and the walltime's end as the lease
+        assert ad["CloudProvider"] == "slurm"
         assert ad["SlurmJobId"] == ad["CloudInstanceID"] in ran
         assert 0 < ad["CloudLeaseExpires"] - time.time() <= 600
     status = cli(prov, "status")
@@ -285,3 +289,33 @@ def test_a_pilot_killed_by_slurm_while_a_job_runs_loses_no_job(site, slurm_bed, 
     assert ad["MachineAttrCloudRequestID0"] != request
     assert "starts=2" in (tmp_path / "out.0").read_text()
     prov.stop(proc)
+
+
+def test_local_access_submits_lists_describes_and_cancels(slurm_bed):  # noqa: F811
+    """ACCESS = local (the provisioner on a login node): the same provider
+    through sbatch, squeue and scancel run here, as the test user."""
+    from condor_plugins.providers.base import InstanceSpec, InstanceState, instance_tags
+    from condor_plugins.providers.slurm import SlurmProvider
+    user_data = "#cloud-config\nwrite_files:\n- path: /etc/x.conf\n  content: x\n"
+    p = SlurmProvider(ENTRY, {**slurm_bed.provider_settings("local"), "PARTITION": "short",
+                              "WALLTIME": "10m", "OUTPUT": "/dev/null",
+                              "CONDOR_LOCATION": "/nonexistent"})
+    size = p.describe(InstanceSpec(ENTRY, "", "", 1, 100, 0))
+    assert (size.cpus, size.memory_mb) == (2, 2048)
+    slurm_bed.partition("short", "down")   # it stays queued
+    try:
+        tags = instance_tags("pool", "prov-local", ENTRY, "hpc-local1")
+        [inst] = p.create(InstanceSpec(ENTRY, "", "", 1, 100, 0), 1, tags, user_data,
+                          "hpc-local1")
+        [listed] = p.list({"condor-plugins/provisioner": "prov-local"})
+        assert (listed.id, listed.state, listed.reason) == (inst.id, InstanceState.PENDING,
+                                                            "PartitionDown")
+        assert listed.tags == tags
+        assert slurm_bed.jobs()[inst.id][2] == "cptest"
+        p.terminate([inst.id])
+        p.terminate([inst.id])   # idempotent
+        wait_for(lambda: p.list({"condor-plugins/provisioner": "prov-local"})[0].state
+                 is InstanceState.TERMINATED, 30, what="the pilot cancelled")
+    finally:
+        slurm_bed.partition("short", "up")
+        p.close()
