@@ -299,3 +299,15 @@ def kill_mid_burst(pool, prov, hv, tmp_path, listed=lambda: None):
     ads = wait_for(lambda: jobs_done(pool, cluster, 4), 120, interval=1, what="every job done")
     assert all(a["NumJobStarts"] == 1 for a in ads), ads
     return seen
+
+
+def cmdlines():
+    """Every process's command line (test VMs' and Slurm nodes' too: their pid
+    namespaces are children of this one), to check that no secret is on one."""
+    out = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            out.append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
+        except OSError:
+            continue
+    return out

@@ -27,8 +27,8 @@ import htcondor2  # noqa: E402
 from condor_plugins.localpool import processes_using, wait_for  # noqa: E402
 from condor_plugins.providers.base import TAG_ENTRY, TAG_PROVISIONER, TAG_REQUEST  # noqa: E402
 from hypervisor import EC2Api, Hypervisor  # noqa: E402
-from provtools import (VM_ADDRESS, ProvMaker, jobs_done, kill_mid_burst,  # noqa: E402
-                       refused_drains, node_of, site_pool, submit, vm_timing)
+from provtools import (VM_ADDRESS, ProvMaker, cmdlines, jobs_done,  # noqa: E402
+                       kill_mid_burst, refused_drains, node_of, site_pool, submit, vm_timing)
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")]
@@ -79,16 +79,6 @@ def instances(client, prov, live_only=True):
         for inst in res["Instances"]:
             if not live_only or inst["State"]["Name"] in ("pending", "running"):
                 out[inst["InstanceId"]] = inst
-    return out
-
-
-def cmdlines():
-    out = []
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            out.append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
-        except OSError:
-            continue
     return out
 
 

@@ -15,7 +15,7 @@ import htcondor2
 import pytest
 
 from condor_plugins.localpool import wait_for
-from provtools import VM_ADDRESS, ProvMaker, site_pool, vm_timing
+from provtools import VM_ADDRESS, ProvMaker, cmdlines, site_pool, vm_timing
 from slurm_bed import slurm_bed  # noqa: F401  (the module's fixture)
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_burst_runs_jobs_on_pilots_that_retire_and_leave_the_queue(site, slurm_b
     seen, ads_seen = [], {}
 
     def finished():
-        seen.append(cmdlines())
+        seen.extend(cmdlines())
         for ad in pool.collector().query(htcondor2.AdType.Startd, "IsCloudNode is True",
                                          ["Name", "CloudProvider", "SlurmJobId",
                                           "CloudInstanceID", "CloudLeaseExpires"]):
@@ -152,19 +152,6 @@ def test_burst_runs_jobs_on_pilots_that_retire_and_leave_the_queue(site, slurm_b
     for name, body in {"log": text, "status": status, "queue": queue,
                        "cmdlines": "\n".join(seen)}.items():
         assert not JWT.search(body), f"a token in the {name}"
-
-
-def cmdlines():
-    """Every process's command line (the pilots' too: their pid namespaces
-    are children of this one)."""
-    import os
-    out = []
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            out.append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
-        except OSError:
-            continue
-    return "\n".join(out)
 
 
 def test_walltime_a_pilot_takes_only_jobs_that_fit_and_requeues_an_overrun(
