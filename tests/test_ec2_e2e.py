@@ -10,7 +10,6 @@ injected on botocore's real code path by tests/cloudfaults.py.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
