@@ -6,7 +6,7 @@ SANDBOX      := dev/sandbox
 PYTEST_ARGS  ?=
 # Test processes (pytest-xdist); the tests mostly wait on daemons. 0: serial.
 TEST_JOBS    ?= 3
-XDIST        := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
+XDIST        := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadgroup)
 JOBS         ?= 20
 MAX_NODES    ?= 3
 NATIVE       := $(shell command -v condor_master >/dev/null 2>&1 && python3 -c 'import htcondor2' 2>/dev/null && [ "$$(id -u)" != 0 ] && echo yes)

@@ -17,15 +17,29 @@ HAVE_CONDOR = shutil.which("condor_master") is not None
 
 
 #: The modules that take longest (minutes of real daemons), longest first:
-#: run first, so that with ``--dist loadfile`` no worker starts one of them
-#: when the others are nearly done (longest processing time first).
+#: run first, so that no worker starts one of them when the others are
+#: nearly done (longest processing time first).
 SLOW_FIRST = ("test_provisioner", "test_slurm_e2e", "test_cloud_pool", "test_ec2_e2e",
               "test_openstack_e2e", "test_provisioner_master", "test_metrics_prometheus",
               "test_simulate_honesty", "test_admin", "test_revocation", "test_burst")
 
 
+#: Modules with module-scoped fixtures (a pool, a cloud control plane, a Slurm
+#: bed): their tests stay on one worker (``--dist loadgroup``); every other
+#: test goes to whichever worker is free.
+GROUPED = ("test_cloud_node", "test_gram", "test_metadata_firewall", "test_metadata_guard",
+           "test_openstack_e2e", "test_openstack_provider", "test_router_hooks", "test_rpm",
+           "test_slurm_bed", "test_slurm_e2e", "test_steering", "test_submit_wrapper",
+           "test_token_scope", "test_ec2_e2e", "test_ec2_provider")
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        if module in GROUPED:
+            item.add_marker(pytest.mark.xdist_group(module))
     items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2],
                                          len(SLOW_FIRST)))   # stable: order kept within
     if HAVE_CONDOR:
