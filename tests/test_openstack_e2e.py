@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import htcondor2
 import pytest
 
 from condor_plugins.localpool import processes_using, wait_for
@@ -174,6 +175,12 @@ def test_server_shut_off_by_itself_is_deleted_and_the_entry_bursts_again(site, n
         nova.admin.servers.stop(sid)   # the VM powered itself off
         wait_for(lambda: sid not in servers(nova, prov), 90, interval=1,
                  what="the shut-off server deleted")
+        # Its VM really off and its slots gone, so the second job cannot start
+        # on it in the moment before the hypervisor powers it off (the job
+        # would then wait for its lease to reconnect).
+        wait_for(lambda: not hv.running() and not pool.collector().query(
+            htcondor2.AdType.Startd, "IsCloudNode is True", ["Name"]), 90, interval=1,
+            what="the shut-off server's VM off and its slots gone")
         second = submit(pool, tmp_path, 1, 1)
         wait_for(lambda: jobs_done(pool, second, 1), 180, interval=1,
                  what="a job on a new server")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import os
 import shlex
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -106,12 +107,26 @@ class SSHExecutor(Executor):
         self.user = str(setting("SSH_USER", "str", "") or "")
         self.key = str(setting("SSH_KEY", "str", "") or "")
         self.known_hosts = str(setting("SSH_KNOWN_HOSTS", "str", "") or "")
-        self._control = tempfile.mkdtemp(prefix="cp-ssh-")  # 0700: the mux socket
+        self._control = ""
+
+    @staticmethod
+    def _control_dir() -> str:
+        """This user's private directory of ssh connection sockets (one per
+        login node, shared by this user's processes; ssh ends each one
+        ControlPersist after its last use)."""
+        path = os.path.join(tempfile.gettempdir(), f"cp-ssh-{os.getuid()}")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise TransientError(f"{path} is not a private directory of this user: "
+                                 "not sharing ssh connections through it")
+        return path
 
     def describe(self) -> str:
         return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
     def _ssh(self) -> list:
+        self._control = self._control or self._control_dir()
         cmd = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes",
                "-o", f"ConnectTimeout={max(1, int(self.timeout))}",
                "-o", "ServerAliveInterval=15", "-o", "ControlMaster=auto",
@@ -138,13 +153,6 @@ class SSHExecutor(Executor):
             raise TransientError(f"ssh to {self.describe()} failed: {err}")
         return res
 
-    def close(self) -> None:
-        subprocess.run(self._ssh()[:-2] + ["-O", "exit", self.host], capture_output=True,
-                       timeout=10, check=False)
-        try:
-            os.rmdir(self._control)
-        except OSError:
-            pass
 
 
 #: Access methods by the name of setting ``ACCESS``.
