@@ -48,6 +48,7 @@ class Demo:
             extra_config="CLOUD_PLUGINS_ADMIT_CLOUD_WORKERS = True\n"
                          "CLOUD_PLUGINS_SUBMIT_TRANSFORM = True\n")
         self.pool.start()
+        log(f"demo directory: {self.base}")
         log(f"site pool up: collector {self.pool.collector_address}, schedd 'site'")
 
     def provisioner_config(self) -> Path:
