@@ -267,26 +267,20 @@ class LocalProvider(Provider):
 
 def _from_cloud_config(user_data: str):
     """(per-instance knobs, token, write_files) from a cloud-init document."""
-    import base64
-    import yaml
+    from ..config import ConfigError
+    from ..node.pilot import cloud_config_files
     try:
-        doc = yaml.safe_load(user_data)
-        files = list(doc.get("write_files") or [])
-    except (yaml.YAMLError, AttributeError):
-        raise ProviderError("local provider: user_data is not a valid cloud-config") from None
-    contents = {}
-    for f in files:
-        raw = f.get("content", "")
-        if f.get("encoding") in ("b64", "base64"):
-            raw = base64.b64decode(raw).decode()
-        contents[f.get("path")] = raw
+        files = cloud_config_files(user_data)
+    except ConfigError as err:
+        raise ProviderError(f"local provider: {err}") from None
+    contents = {f["path"]: f["content"].decode(errors="replace") for f in files}
     config = {}
     for line in contents.get("/etc/condor/config.d/60-cloud-instance.conf", "").splitlines():
         name, sep, value = line.partition("=")
         if sep and not line.lstrip().startswith("#"):
             config[name.strip()] = value.strip()
     token = contents.get("/etc/condor/tokens.d/cloud-worker", "").strip() or None
-    return config, token, [dict(f, content=contents[f.get("path")]) for f in files]
+    return config, token, files
 
 
 def _write_files(root: Path, files: Sequence[Mapping]) -> Optional[Path]:
@@ -297,7 +291,7 @@ def _write_files(root: Path, files: Sequence[Mapping]) -> Optional[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                      int(str(f.get("permissions") or "0644"), 8))
-        with os.fdopen(fd, "w") as out:
+        with os.fdopen(fd, "wb") as out:
             out.write(f["content"])
         if path.name == "50-cloud-worker.conf":
             fragment = path

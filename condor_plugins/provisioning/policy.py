@@ -48,7 +48,7 @@ from dataclasses import replace
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from ..config import EntryConfig, ProvisionerConfig
-from .scaleup import scale_up
+from .scaleup import free_capacity, scale_up
 from ..providers.base import Instance, InstanceState
 from .packing import nodes_needed
 from .state import (BOOTING_PHASES, Action, Backoff, Drain, Hold,
@@ -386,7 +386,7 @@ class _Cycle:
         """Batch-queue entries: cancel the instances still waiting in the queue
         that the idle jobs no longer need (the newest first).  The need is what
         this entry's idle jobs ask after its joined and started nodes' free
-        capacity.  Held while a schedd or the collector is unknown."""
+        capacity.  Held while a schedd is unknown."""
         for entry in self.cfg.entries:
             listing = self.state.listings.get(entry.name)
             if listing is None or not listing.ok or not listing.queued:
@@ -397,19 +397,12 @@ class _Cycle:
                       and listed[r.id].state is InstanceState.PENDING]
             if not queued:
                 continue
-            if not (self.state.demand_ok and self.state.nodes_ok):
+            if not self.state.demand_ok:   # (only called with the collector known)
                 self.actions.append(Hold(entry.name, "not cancelling queued instances: the "
-                                         "idle jobs or the pool's free capacity are unknown",
-                                         "queued"))
+                                         "idle jobs are unknown", "queued"))
                 continue
             usable = max(0, entry.memory_mb - entry.memory_reserve)
-            free = []
-            for r in mine:
-                node = self._node(r.id)
-                if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
-                    free.append((node.idle_cpus, node.idle_memory_mb))
-                elif r.phase is Phase.BOOTING and r not in queued:
-                    free.append((entry.cpus, usable))  # started: about to join
+            free = free_capacity(entry, mine, self._node, skip=(r.id for r in queued))
             groups = [JobGroup(d.count, d.cpus, d.memory_mb) for d in self.state.idle_jobs()
                       if entry.name in d.entries]
             need = nodes_needed(groups, entry.cpus, usable, free)

@@ -67,6 +67,25 @@ def _blocked(entry: EntryConfig, backoff: Optional[Backoff], booting: int, room:
     return "", "", room, note
 
 
+def free_capacity(entry: EntryConfig, records: Iterable[InstanceRecord],
+                  node_of: Callable[[str], Optional[NodeInfo]],
+                  skip: Iterable[str] = ()) -> List[Tuple[int, int]]:
+    """(cpus, memory MB) free on an entry's instances: a booting one counts
+    whole, a joined one as the collector shows it (nothing if unknown).
+    ``skip``: instance ids left out."""
+    skip = set(skip)
+    usable = max(0, entry.memory_mb - entry.memory_reserve)
+    free = []
+    for r in records:
+        if r.entry != entry.name or r.id in skip:
+            continue
+        if r.phase in BOOTING_PHASES:
+            free.append((entry.cpus, usable))
+        elif r.phase in (Phase.IDLE, Phase.BUSY) and (node := node_of(r.id)) is not None:
+            free.append((node.idle_cpus, node.idle_memory_mb))
+    return free
+
+
 def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
              node_of: Callable[[str], Optional[NodeInfo]], jobs: Iterable[Demand],
              backoff: Mapping[str, Backoff], now: float,
@@ -83,11 +102,7 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
         mine = [r for r in records.values() if r.entry == entry.name and r.phase in ACTIVE_PHASES]
         booting = sum(1 for r in mine if r.phase in BOOTING_PHASES)
         usable = max(0, entry.memory_mb - entry.memory_reserve)
-        free = [(entry.cpus, usable)] * booting
-        for r in mine:
-            node = node_of(r.id)
-            if r.phase in (Phase.IDLE, Phase.BUSY) and node is not None:
-                free.append((node.idle_cpus, node.idle_memory_mb))
+        free = free_capacity(entry, mine, node_of)
         room = min(entry.max_instances - len(mine), entry.max_booting - booting)
         own = ("MAX_INSTANCES" if entry.max_instances - len(mine) <= entry.max_booting - booting
                else "MAX_BOOTING")
