@@ -2,6 +2,7 @@
 low-cardinality labels, a bad port, and a failure that does not stop a cycle."""
 
 import logging
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -56,6 +57,7 @@ def test_a_cycle_sets_gauges_counters_and_exact_cost():
     assert value(m, "condor_cloud_left_out_jobs", reason="held back") == 3
     assert value(m, "condor_cloud_spend_per_hour", entry="ec2") == 7.2
     assert value(m, "condor_cloud_cycle_duration_seconds_count", phase="observe") == 1
+    assert value(m, "condor_cloud_worker_token_expiry_timestamp_seconds") == 1000 + 7 * 86400
     # 100 s later, i-a is gone (seen at 1100) and i-b is draining; then retired.
     gone = InstanceRecord("i-a", "ec2", Phase.GONE, since=1100, created=1000)
     b2 = InstanceRecord("i-b", "ec2", Phase.DRAINING, since=1100, created=1000)
@@ -76,6 +78,7 @@ def test_a_cycle_sets_gauges_counters_and_exact_cost():
     m.update(p3, Plan((), p3.records, {}), None, p2.records, 1300.0, {}, ok=True)
     assert value(m, "condor_cloud_cost_total", entry="ec2") == pytest.approx(0.3)
     assert value(m, "condor_cloud_instances", entry="ec2", phase="draining") == 0
+    assert math.isnan(value(m, "condor_cloud_worker_token_expiry_timestamp_seconds"))
     from prometheus_client import generate_latest
     text = generate_latest(m.registry).decode()
     assert "i-a" not in text and "i-b" not in text and "i-z" not in text  # never an id

@@ -98,7 +98,8 @@ class Metrics:
         self.last_success = Gauge(p + "last_successful_cycle_timestamp_seconds", "When the "
                                   "last cycle that completed started.", registry=r)
         self.token_expiry = Gauge(p + "worker_token_expiry_timestamp_seconds", "When the "
-                                  "oldest live instance's worker token expires.", registry=r)
+                                  "oldest live instance's worker token expires (NaN: none alive).",
+                                  registry=r)
         self.spend = Gauge(p + "spend_per_hour", "Spend rate: COST_PER_HOUR of every "
                            "instance not gone.", ["entry"], registry=r)
         self.cost = Counter(p + "cost", "Cumulative cost (COST_PER_HOUR x instance-hours, "
@@ -162,8 +163,9 @@ class Metrics:
             self.backoff.labels(name).set(1 if b is not None and b.until > time.time() else 0)
             self.backoff_failures.labels(name).set(b.failures if b is not None else 0)
         live = [r.created for r in prov.records.values() if r.phase is not Phase.GONE]
-        if live:
-            self.token_expiry.set(min(live) + prov.cfg.worker_token_lifetime)
+        # NaN with no instance alive: no token to expire (not the last one's time).
+        self.token_expiry.set(min(live) + prov.cfg.worker_token_lifetime if live
+                              else float("nan"))
 
     def _actions(self, prov, plan, before: Mapping, now: float) -> None:
         for iid, rec in prov.records.items():
