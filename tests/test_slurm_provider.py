@@ -4,6 +4,7 @@ idempotent scancel, and the pilot script.  tests/test_slurm_e2e.py runs them
 against a real Slurm."""
 
 import base64
+import os
 import subprocess
 
 import pytest
@@ -251,3 +252,48 @@ def test_the_fragment_uses_the_same_runtime_expression():
     text = (shipped_config_dir() / "worker" / "55-cloud-pilot.conf").read_text()
     assert ("CLOUD_PLUGINS_JOB_RUNTIME = " + job_runtime("$(CLOUD_PLUGINS_PILOT_DEFAULT_RUNTIME)")
             + "\n") in text
+
+
+
+def test_an_old_or_retiring_pilot_does_not_hide_the_demand_for_the_next_one(tmp_path):
+    """Demand matches jobs against a joined node's real ad (the job's
+    Requirements), never that node's own START: a pilot whose walltime is
+    nearly over, or one asked to retire, refuses every job (its real START,
+    from the shipped fragments), yet the jobs still count for the entry's
+    next pilot; only the entry's template decides what a walltime allows."""
+    import time
+    import classad2
+    import htcondor2  # noqa: F401  (HTCondor's ClassAd functions)
+    from condor_plugins import config as cfgmod
+    from condor_plugins.localpool import shipped_config_dir
+    from condor_plugins.provisioning.demand import group_jobs, whole_node
+    from condor_plugins.provisioning.observe import template_ad
+    d = shipped_config_dir() / "worker"
+    conf = tmp_path / "pilot.conf"
+    conf.write_text(f"include : {d}/50-cloud-worker.conf\ninclude : {d}/55-cloud-pilot.conf\n")
+    start = subprocess.run(["condor_config_val", "START"], capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, CONDOR_CONFIG=str(conf)),
+                           check=True).stdout.strip()
+    now = int(time.time())
+    node = classad2.ClassAd({"IsCloudNode": True, "Cpus": 1, "Memory": 100,
+                             "TotalSlotCpus": 4, "TotalSlotMemory": 8000,
+                             "DaemonStartTime": now - 3000,        # a 1 h walltime,
+                             "CloudLeaseExpires": now + 600,       # 10 min left,
+                             "CloudRetireRequested": True})        # and asked to retire
+    node["Requirements"] = classad2.ExprTree(start)
+    node["Start"] = classad2.ExprTree(start)
+    job = classad2.ClassAd({"RequestCpus": 2, "RequestMemory": 1000, "MaxWallTime": 1800})
+    job["Requirements"] = classad2.ExprTree("TARGET.IsCloudNode =?= True")
+    assert not job.matches(node)     # the old pilot itself takes nothing now
+    param = {"CLOUD_PLUGINS_PROVIDERS": "hpc", "CLOUD_PLUGINS_HPC_TYPE": "slurm",
+             "CLOUD_PLUGINS_HPC_WALLTIME": "1h", "CLOUD_PLUGINS_HPC_CPUS": "4",
+             "CLOUD_PLUGINS_HPC_MEMORY": "8000", "FULL_HOSTNAME": "ce"}
+    cfg = cfgmod.load(param)
+    template = template_ad(cfg.entry("hpc"), cfg, param)
+    too_long = classad2.ClassAd({"RequestCpus": 1, "MaxWallTime": 3500})
+    too_long["Requirements"] = classad2.ExprTree("TARGET.IsCloudNode =?= True")
+    jobs, mismatch, unmatched = group_jobs([(job, 3), (too_long, 1)], {"hpc": template},
+                                           {"hpc": whole_node(node)})
+    assert [(j.count, j.cpus, j.entries) for j in jobs] == [(3, 2, ("hpc",))]
+    assert not mismatch                           # no churn-brake evidence either
+    assert [n for _, n in unmatched] == [1]       # a whole walltime is still the limit
