@@ -292,7 +292,7 @@ PLACEHOLDER_TOKEN = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJwbGFjZWhvbGRlciJ9.cmVkYWN0ZW
 def user_data(entry_name: str, instance_id: str, show_secrets: bool, param=None) -> str:
     """The document of a new instance of ``entry_name`` (redacted unless asked)."""
     from .config import ConfigError
-    from .node.contextualize import redact
+    from .node.cloudconfig import redact
     from .provisioning.provisioner import Provisioner
     prov = Provisioner(param)
     try:

@@ -402,7 +402,7 @@ LITERAL_NODE REVOKED_WORKER_TOKENS WORKER_AD WORKER_AD_TYPES WORKER_IDENTITIES W
 
 def _known_suffixes() -> Tuple[set, set]:
     """(global names, per-entry names) without the prefix."""
-    from .node.contextualize import KNOBS as CONTEXT_KNOBS
+    from .node.context_knobs import KNOBS as CONTEXT_KNOBS
     glob = {k.name for k in KNOBS if k.scope != ENTRY_ONLY} | set(FRAGMENT_KNOBS)
     glob |= {k.name for k in CONTEXT_KNOBS if getattr(k, "global_fallback", True)}
     per_entry = {k.name for k in KNOBS if k.scope != GLOBAL} | {k.name for k in CONTEXT_KNOBS}

@@ -20,10 +20,12 @@ import pytest
 
 from condor_plugins import config
 from condor_plugins.node import contextualize as ctxmod
-from condor_plugins.node.contextualize import (CmsSettings, ContextError, CvmfsSettings, ExtraFile,
-                                          INSTANCE_ID_SCRIPT, PROTECT_METADATA_SCRIPT,
-                                          InstanceContext,
-                                          context_from_config, redact, render_user_data)
+from condor_plugins.node.cloudconfig import redact
+from condor_plugins.node.context import (CmsSettings, ContextError, CvmfsSettings, ExtraFile,
+                                         InstanceContext)
+from condor_plugins.node.context_config import context_from_config
+from condor_plugins.node.contextualize import INSTANCE_ID_SCRIPT, render_user_data
+from condor_plugins.node.metadata_firewall import PROTECT_METADATA_SCRIPT
 from condor_plugins.localpool import shipped_config_dir
 
 yaml = pytest.importorskip("yaml")

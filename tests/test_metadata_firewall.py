@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from condor_plugins.node.contextualize import METADATA_ADDRESSES, PROTECT_METADATA_SCRIPT
+from condor_plugins.node.metadata_firewall import METADATA_ADDRESSES, PROTECT_METADATA_SCRIPT
 from hypervisor import VM, VM_DISKS, require_vmhost
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from condor_plugins.node.contextualize import PROTECT_METADATA_SCRIPT, metadata_ruleset
+from condor_plugins.node.metadata_firewall import PROTECT_METADATA_SCRIPT, metadata_ruleset
 
 pytestmark = pytest.mark.integration
 

@@ -143,7 +143,7 @@ class LocalProvider(Provider):
         script = workdir / "root" / SCRIPT_PATH.lstrip("/")
         if script.is_file():
             values["CLOUD_PLUGINS_NODE_CONTROL"] = str(script)
-        from ..node.contextualize import CONTROL_TOKEN_DIR
+        from ..node.context import CONTROL_TOKEN_DIR
         tokens = workdir / "root" / CONTROL_TOKEN_DIR.lstrip("/")
         if tokens.is_dir():
             values["CLOUD_PLUGINS_CONTROL_TOKEN_DIR"] = str(tokens)

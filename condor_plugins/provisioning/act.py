@@ -54,7 +54,8 @@ class Acting:
         """The instance's cloud-init document (worker fragment, per-instance
         knobs, CVMFS, SITECONF and its token): the same for every provider.
         ``token``: use this one instead of minting the instance's own."""
-        from ..node.contextualize import context_from_config, render_user_data
+        from ..node.context_config import context_from_config
+        from ..node.contextualize import render_user_data
         # The worker token (root's, for the daemons) and a READ-only one for
         # the node-control script, which runs as the condor user.
         ctx = context_from_config(entry, self.param, instance_id,

@@ -36,7 +36,7 @@ EVIDENCE_JOBS = 10
 def template_ad(entry: EntryConfig, cfg: ProvisionerConfig, param: Mapping[str, str]):
     """The machine ad a new instance of ``entry`` would advertise (for matching)."""
     import classad2
-    from ..node.contextualize import entry_interruptible
+    from ..node.context_config import entry_interruptible
     s = entry.settings
     ad = classad2.ClassAd({
         "MyType": "Machine", "IsCloudNode": True, "Cpus": entry.cpus, "TotalCpus": entry.cpus,
