@@ -80,6 +80,12 @@ def destructive(p):
     ([JobGroup(8, 1, 1000)], 4, 8192, [(2, 8192), (2, 1000)], 2 - 0),  # 3 fit in free space
     ([JobGroup(100_000, 1, 2000)], 8, 16000, [], 12_500),
     ([JobGroup(0, 1, 1)], 4, 8192, [], 0),
+    # A pilot with 600 s left takes 10-minute jobs, not 20-minute ones.
+    ([JobGroup(4, 1, 1000, runtime=600)], 4, 8192, [(4, 8192, 600)], 0),
+    ([JobGroup(4, 1, 1000, runtime=1200)], 4, 8192, [(4, 8192, 600)], 1),
+    ([JobGroup(4, 1, 1000, runtime=1200)], 4, 8192, [(4, 8192)], 0),      # no limit
+    ([JobGroup(2, 1, 1000, runtime=1200), JobGroup(2, 1, 1000)], 4, 8192,
+     [(2, 8192, 600)], 1),    # the short jobs take the pilot, the long ones a new node
 ])
 def test_packing(groups, cpus, memory, free, expected):
     assert nodes_needed(groups, cpus, memory, free) == expected
@@ -785,3 +791,40 @@ def test_joined_free_capacity_absorbs_demand_before_queued_pilots():
     state = queued_state(records, listed, nodes=[node("n")], jobs=3)   # 3 jobs fit on n
     (t,) = kinds(plan(state, c, T0 + 10), Terminate)
     assert t.instance_id == "p"
+
+
+def test_a_joined_pilot_near_its_end_serves_only_the_jobs_that_end_before_it_retires():
+    c = cfg(CPUS=4, MEMORY=8192, IDLE_TIMEOUT=86400)
+    near = NodeInfo("n", idle_cpus=4, idle_memory_mb=8192, retire_time=T0 + 600)
+    records = [rec("n", Phase.IDLE, since=T0 - 3000)]
+    listed = [pilot("n", InstanceState.RUNNING, launched=T0 - 3000)]
+
+    def state(runtime, count=4):
+        s = queued_state(records, listed, nodes=[near])
+        return replace(s, demand={E: (JobGroup(count, 1, 1000, runtime),)})
+    assert creates(plan(state(300), c, T0)) == 0      # 4 short jobs: the pilot takes them
+    p = plan(state(1800), c, T0)                      # 30-min jobs: it retires before
+    assert creates(p) == 1 and not destructive(p)
+    assert creates(plan(state(1800), c, T0 - 1800)) == 0   # half an hour earlier it could
+    # A queued pilot for the long jobs is not cancelled for the old pilot's cores.
+    records2 = records + [rec("q", Phase.BOOTING, since=T0)]
+    listed2 = listed + [pilot("q")]
+    s = replace(queued_state(records2, listed2, nodes=[near]),
+                demand={E: (JobGroup(4, 1, 1000, 1800),)})
+    p = plan(s, c, T0 + 10)
+    assert not destructive(p) and creates(p) == 0
+    s = replace(s, demand={E: (JobGroup(4, 1, 1000, 300),)})
+    (t,) = kinds(plan(s, c, T0 + 10), Terminate)      # short jobs: the old pilot suffices
+    assert t.instance_id == "q"
+
+
+def test_jobs_too_long_for_an_idle_pilot_do_not_keep_it_from_retiring():
+    c = cfg(CPUS=4, MEMORY=8192, IDLE_TIMEOUT=60)
+    near = NodeInfo("n", idle_cpus=4, idle_memory_mb=8192, retire_time=T0 + 600)
+    s = replace(queued_state([rec("n", Phase.IDLE, since=T0 - 100)],
+                             [pilot("n", InstanceState.RUNNING, launched=T0 - 3000)],
+                             nodes=[near]), demand={E: (JobGroup(4, 1, 1000, 1800),)})
+    p = plan(s, c, T0)
+    assert [a.instance_id for a in kinds(p, Drain)] == ["n"]
+    s = replace(s, demand={E: (JobGroup(4, 1, 1000, 300),)})   # these fit: it waits
+    assert not destructive(plan(s, c, T0))

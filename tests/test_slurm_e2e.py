@@ -115,7 +115,8 @@ def test_burst_runs_jobs_on_pilots_that_retire_and_leave_the_queue(site, slurm_b
         seen.extend(cmdlines())
         for ad in pool.collector().query(htcondor2.AdType.Startd, "IsCloudNode is True",
                                          ["Name", "CloudProvider", "SlurmJobId",
-                                          "CloudInstanceID", "CloudLeaseExpires"]):
+                                          "CloudInstanceID", "CloudLeaseExpires",
+                                          "CloudPilotRetireTime"]):
             ads_seen[ad["Name"]] = ad
         return done(pool, cluster, 3)
     try:
@@ -136,6 +137,7 @@ def test_burst_runs_jobs_on_pilots_that_retire_and_leave_the_queue(site, slurm_b
         assert ad["CloudProvider"] == "slurm"
         assert ad["SlurmJobId"] == ad["CloudInstanceID"] in ran
         assert 0 < ad["CloudLeaseExpires"] - time.time() <= 600
+        assert ad.eval("CloudPilotRetireTime") == ad["CloudLeaseExpires"] - 30   # the margin
     status = cli(prov, "status")
     # Demand gone: the pilots retire by pulling, HTCondor exits, and their
     # Slurm jobs end by themselves (COMPLETED, not cancelled or timed out).

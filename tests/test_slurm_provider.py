@@ -236,6 +236,9 @@ def test_the_template_takes_only_jobs_that_fit_the_walltime():
         assert not template.symmetricMatch(ad), ad
     jobs, _, unmatched = group_jobs([(j, 1) for j in fits + too_long], {"hpc": template}, {})
     assert sum(d.count for d in jobs) == len(fits) and len(unmatched) == len(too_long)
+    # Each group knows how long its jobs need a pilot for (its retire time).
+    assert sorted((d.runtime, d.count) for d in jobs) == [(100, 1), (600, 1), (3000, 1),
+                                                          (3300, 2)]
     # A joined pilot's real ad does not make a too-long job fit it.
     node = classad2.ClassAd({"IsCloudNode": True, "Cpus": 4, "Memory": 8000})
     jobs, mismatch, unmatched = group_jobs([(j, 1) for j in fits + too_long],
@@ -282,6 +285,7 @@ def test_an_old_or_retiring_pilot_does_not_hide_the_demand_for_the_next_one(tmp_
                              "CloudRetireRequested": True})        # and asked to retire
     node["Requirements"] = classad2.ExprTree(start)
     node["Start"] = classad2.ExprTree(start)
+    node["CloudPilotRetireTime"] = classad2.ExprTree("CloudLeaseExpires - 300")
     job = classad2.ClassAd({"RequestCpus": 2, "RequestMemory": 1000, "MaxWallTime": 1800})
     job["Requirements"] = classad2.ExprTree("TARGET.IsCloudNode =?= True")
     assert not job.matches(node)     # the old pilot itself takes nothing now

@@ -6,7 +6,8 @@ inputs, in any order, give the same Allocation.  Rules, in order:
 
 * capacity that exists is used first, and counted once: the free cores and
   memory of every entry's joined and booting nodes (and of the nodes this
-  allocation opens) take jobs before any new node is opened;
+  allocation opens) take jobs before any new node is opened; a joined pilot
+  only the jobs that end before it retires;
 * each job is provisioned for at most once, on the best entry whose template
   matched it: lowest ``priority`` first, then the lowest cost per job-hour
   (the entry's cost per hour over the jobs of that shape one node takes),
@@ -124,7 +125,7 @@ def allocate(demand: Iterable[Demand], offers: Iterable[Offer],
     asked: Dict[str, int] = {}
     spilled: Dict[str, set] = {}
     for group in groups:
-        job = (max(1, group.cpus), max(0, group.memory_mb))
+        job = (max(1, group.cpus), max(0, group.memory_mb), max(0, group.runtime))
         eligible = sorted((by_name[e] for e in set(group.entries) if e in by_name
                            and per_node((by_name[e].cpus, by_name[e].memory_mb), job) > 0),
                           key=lambda o: _rank(o, job))

@@ -107,14 +107,32 @@ def group_jobs(rows: Iterable[Tuple[object, int]], templates: Mapping[str, objec
                 mismatch.setdefault(entry, {})
                 mismatch[entry][why] = mismatch[entry].get(why, 0) + count
         if entries:
-            key = (_int(row, "RequestCpus", 1), _int(row, "RequestMemory", 0), tuple(entries))
+            key = (_int(row, "RequestCpus", 1), _int(row, "RequestMemory", 0), tuple(entries),
+                   max(runtime(row, templates[e]) for e in entries))
             groups[key] = groups.get(key, 0) + count
         elif not hit:
             unmatched.append((row, count))
-    jobs = tuple(Demand(n, c, m, e) for (c, m, e), n in sorted(groups.items()))
+    jobs = tuple(Demand(n, c, m, e, r) for (c, m, e, r), n in sorted(groups.items()))
     said = {entry: "; ".join(f"{n} idle job(s) ({why})" for why, n in sorted(by.items()))[:300]
             for entry, by in sorted(mismatch.items())}
     return jobs, said, unmatched
+
+
+def runtime(row, template) -> int:
+    """Seconds ``row``'s job runs as the entry's nodes reckon it (their
+    ``CloudJobRuntime``, a pilot's, against the job), else 0: no limit."""
+    expr = template.lookup("CloudJobRuntime") if "CloudJobRuntime" in template else None
+    if expr is None:
+        return 0
+    try:
+        value = expr.eval(template, row)
+        return max(0, int(value)) if _number(value) else 0
+    except (TypeError, ValueError, RuntimeError):
+        return 0
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _int(row, attr: str, default: int) -> int:

@@ -107,10 +107,10 @@ def idle_shapes(schedd, templates=(), twins=(), burst_delay: float = 0,
 def per_entry(jobs: Iterable[Demand], entries: Iterable[str]) -> Dict[str, Tuple[JobGroup, ...]]:
     """Every idle job group each entry matched (a job may count for several:
     what a node of that entry could run, not what it will be started for)."""
-    by: Dict[str, Dict[Tuple[int, int], int]] = {e: {} for e in entries}
+    by: Dict[str, Dict[Tuple[int, int, int], int]] = {e: {} for e in entries}
     for g in jobs:
         for e in g.entries:
-            shape = (g.cpus, g.memory_mb)
+            shape = (g.cpus, g.memory_mb, g.runtime)
             by.setdefault(e, {})[shape] = by.get(e, {}).get(shape, 0) + g.count
-    return {e: tuple(JobGroup(n, c, m) for (c, m), n in sorted(shapes.items()))
+    return {e: tuple(JobGroup(n, c, m, r) for (c, m, r), n in sorted(shapes.items()))
             for e, shapes in by.items()}

@@ -28,7 +28,7 @@ SLOT_ATTRS = ["Name", "MyAddress", "CloudInstanceID", "CloudRequestID", "CloudPr
               "State", "Activity", "Cpus", "Memory", "PartitionableSlot", "DynamicSlot", "Draining",
               # CloudRetiring (node control by pulling) and what it references
               "CloudRetiring", "CloudRetireRequested", "CloudLeaseExpired", "DaemonStartTime",
-              "CloudInterruption"]
+              "CloudInterruption", "CloudPilotRetireTime"]
 #: How many jobs that ran on an instance the evidence of its join counts, at most.
 EVIDENCE_JOBS = 10
 
@@ -264,6 +264,10 @@ class Observing:
             n = info.setdefault(iid, {"busy": 0, "cpus": 0, "memory": 0, "draining": False,
                                       "startd": startd_name(ad.get("Name")),
                                       "interruption": ""})
+            if "CloudPilotRetireTime" in ad and n.get("retire") is None:
+                retire = ad.eval("CloudPilotRetireTime")
+                if isinstance(retire, (int, float)) and not isinstance(retire, bool):
+                    n["retire"] = float(retire)
             if isinstance(ad.get("CloudInterruption"), str):
                 n["interruption"] = ad["CloudInterruption"][:120] or "notice"
             if (ad.get("Draining") is True or ad.get("State") == "Drained"
@@ -278,7 +282,8 @@ class Observing:
                 slot_ads[iid] = ad
         self._slot_ads = slot_ads
         nodes = {iid: NodeInfo(iid, n["busy"], n["cpus"], n["memory"], n["draining"],
-                               startd=n["startd"], interruption=n["interruption"])
+                               startd=n["startd"], interruption=n["interruption"],
+                               retire_time=n.get("retire"))
                  for iid, n in info.items()}
         known = [t for t in started if isinstance(t, int)]
         return nodes, (float(min(known)) if known else None)

@@ -1,7 +1,12 @@
 """How many new nodes a set of idle jobs needs, packing several jobs onto one
 multi-core node (partitionable slots).  First fit decreasing over job groups,
 with nodes of equal free capacity merged, so the cost grows with the number
-of job shapes, not with the number of jobs."""
+of job shapes, not with the number of jobs.
+
+A capacity may carry a third number, the seconds its node still takes jobs
+for (a pilot before its walltime), and a job shape a third, the seconds it
+runs: such a job fits only a node with that much time left.  Without them
+there is no limit."""
 
 from __future__ import annotations
 
@@ -11,17 +16,21 @@ from .state import JobGroup
 
 __all__ = ["nodes_needed", "bins_of", "per_node", "fill", "open_nodes"]
 
-Capacity = Tuple[int, int]  # free (cpus, memory MB) of one node
+#: Free (cpus, memory MB) of one node, optionally (cpus, memory MB, seconds
+#: left); a job shape: (cpus, memory MB), optionally with its runtime.
+Capacity = Tuple[int, ...]
 
 
 def _fits(cap: Capacity, job: Capacity) -> int:
     """How many jobs of shape ``job`` fit in ``cap``."""
+    if len(cap) > 2 and len(job) > 2 and job[2] > cap[2]:
+        return 0   # the node retires before the job would end
     by_memory = cap[1] // job[1] if job[1] > 0 else cap[0]
     return max(0, min(cap[0] // job[0], by_memory))
 
 
 def _after(cap: Capacity, job: Capacity, n: int) -> Capacity:
-    return cap[0] - n * job[0], cap[1] - n * job[1]
+    return (cap[0] - n * job[0], cap[1] - n * job[1]) + tuple(cap[2:])
 
 
 def nodes_needed(groups: Iterable[JobGroup], cpus: int, memory_mb: int,
@@ -32,10 +41,10 @@ def nodes_needed(groups: Iterable[JobGroup], cpus: int, memory_mb: int,
     node: Capacity = (cpus, memory_mb)
     bins = bins_of(free)
     new = 0
-    shapes = sorted(((max(1, g.cpus), max(0, g.memory_mb), g.count) for g in groups
-                     if g.count > 0), reverse=True)
-    for job_cpus, job_memory, count in shapes:
-        job = (job_cpus, job_memory)
+    shapes = sorted(((max(1, g.cpus), max(0, g.memory_mb), max(0, g.runtime), g.count)
+                     for g in groups if g.count > 0), reverse=True)
+    for job_cpus, job_memory, runtime, count in shapes:
+        job = (job_cpus, job_memory, runtime)
         if _fits(node, job) == 0:
             continue
         opened, _ = open_nodes(bins, node, job, fill(bins, job, count))
@@ -55,7 +64,7 @@ def bins_of(free: Iterable[Capacity]) -> Dict[Capacity, int]:
 
 def per_node(node: Capacity, job: Capacity) -> int:
     """How many jobs of shape ``job`` an empty ``node`` takes."""
-    return _fits(node, (max(1, job[0]), max(0, job[1])))
+    return _fits(node, (max(1, job[0]), max(0, job[1])) + tuple(job[2:]))
 
 
 def fill(bins: Dict[Capacity, int], job: Capacity, count: int) -> int:

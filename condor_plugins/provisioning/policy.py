@@ -402,8 +402,10 @@ class _Cycle:
                                          "idle jobs are unknown", "queued"))
                 continue
             usable = max(0, entry.memory_mb - entry.memory_reserve)
-            free = free_capacity(entry, mine, self._node, skip=(r.id for r in queued))
-            groups = [JobGroup(d.count, d.cpus, d.memory_mb) for d in self.state.idle_jobs()
+            free = free_capacity(entry, mine, self._node, self.now,
+                                 skip=(r.id for r in queued))
+            groups = [JobGroup(d.count, d.cpus, d.memory_mb, d.runtime)
+                      for d in self.state.idle_jobs()
                       if entry.name in d.entries]
             need = nodes_needed(groups, entry.cpus, usable, free)
             for rec in sorted(queued, key=lambda r: (-r.created, r.id))[:max(0, len(queued) - need)]:
@@ -482,12 +484,15 @@ class _Cycle:
             self._keep(rec, phase=Phase.IDLE, reason=f"idle for {age(idle)}")
 
     def _fitting_jobs(self, entry: EntryConfig, node: NodeInfo) -> int:
-        """Idle jobs of ``entry``'s demand that fit in ``node``'s free resources
-        (unknown demand: assume one does, so the node waits the longest)."""
+        """Idle jobs of ``entry``'s demand that fit in ``node``'s free resources,
+        and end before it retires (a pilot); unknown demand: assume one does,
+        so the node waits the longest."""
         if not self.state.demand_ok:
             return 1
+        left = float("inf") if node.retire_time is None else node.retire_time - self.now
         return sum(g.count for g in self.state.demand.get(entry.name, ())
-                   if g.cpus <= node.idle_cpus and g.memory_mb <= node.idle_memory_mb)
+                   if g.cpus <= node.idle_cpus and g.memory_mb <= node.idle_memory_mb
+                   and g.runtime <= left)
 
     def _draining(self, rec: InstanceRecord, entry: EntryConfig, node: Optional[NodeInfo]) -> None:
         if node is None:

@@ -68,11 +68,12 @@ def _blocked(entry: EntryConfig, backoff: Optional[Backoff], booting: int, room:
 
 
 def free_capacity(entry: EntryConfig, records: Iterable[InstanceRecord],
-                  node_of: Callable[[str], Optional[NodeInfo]],
-                  skip: Iterable[str] = ()) -> List[Tuple[int, int]]:
+                  node_of: Callable[[str], Optional[NodeInfo]], now: float,
+                  skip: Iterable[str] = ()) -> List[Tuple[int, ...]]:
     """(cpus, memory MB) free on an entry's instances: a booting one counts
-    whole, a joined one as the collector shows it (nothing if unknown).
-    ``skip``: instance ids left out."""
+    whole, a joined one as the collector shows it (nothing if unknown), with
+    the seconds it still takes jobs for if it retires at a set time (a pilot's
+    walltime).  ``skip``: instance ids left out."""
     skip = set(skip)
     usable = max(0, entry.memory_mb - entry.memory_reserve)
     free = []
@@ -82,7 +83,8 @@ def free_capacity(entry: EntryConfig, records: Iterable[InstanceRecord],
         if r.phase in BOOTING_PHASES:
             free.append((entry.cpus, usable))
         elif r.phase in (Phase.IDLE, Phase.BUSY) and (node := node_of(r.id)) is not None:
-            free.append((node.idle_cpus, node.idle_memory_mb))
+            left = () if node.retire_time is None else (max(0, int(node.retire_time - now)),)
+            free.append((node.idle_cpus, node.idle_memory_mb) + left)
     return free
 
 
@@ -102,7 +104,7 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
         mine = [r for r in records.values() if r.entry == entry.name and r.phase in ACTIVE_PHASES]
         booting = sum(1 for r in mine if r.phase in BOOTING_PHASES)
         usable = max(0, entry.memory_mb - entry.memory_reserve)
-        free = free_capacity(entry, mine, node_of)
+        free = free_capacity(entry, mine, node_of, now)
         room = min(entry.max_instances - len(mine), entry.max_booting - booting)
         own = ("MAX_INSTANCES" if entry.max_instances - len(mine) <= entry.max_booting - booting
                else "MAX_BOOTING")

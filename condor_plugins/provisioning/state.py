@@ -80,10 +80,12 @@ class Backoff:
 
 @dataclass(frozen=True)
 class JobGroup:
-    """``count`` idle jobs, each asking for ``cpus`` and ``memory_mb``."""
+    """``count`` idle jobs, each asking for ``cpus`` and ``memory_mb``, and
+    running ``runtime`` seconds (0: not known, no limit)."""
     count: int
     cpus: int = 1
     memory_mb: int = 0
+    runtime: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Demand:
     cpus: int
     memory_mb: int
     entries: Tuple[str, ...]
+    runtime: int = 0   # seconds a node needs to be left to take them (0: any)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class NodeInfo:
     last_busy: Optional[float] = None    # last claim activity the node reports
     startd: str = ""                     # startd name: slot Name after the "@"
     interruption: str = ""               # the cloud's preemption notice (spot), if any
+    retire_time: Optional[float] = None  # a pilot: it starts no job that ends later
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ class ObservedState:
     def idle_jobs(self) -> Tuple[Demand, ...]:
         if self.jobs is not None:
             return self.jobs
-        return tuple(Demand(g.count, g.cpus, g.memory_mb, (entry,))
+        return tuple(Demand(g.count, g.cpus, g.memory_mb, (entry,), g.runtime)
                      for entry, groups in sorted(self.demand.items()) for g in groups)
 
     def failed_sources(self, entries: Iterable[str]) -> List[str]:
