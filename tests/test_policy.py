@@ -805,6 +805,8 @@ def test_a_joined_pilot_near_its_end_serves_only_the_jobs_that_end_before_it_ret
     assert creates(plan(state(300), c, T0)) == 0      # 4 short jobs: the pilot takes them
     p = plan(state(1800), c, T0)                      # 30-min jobs: it retires before
     assert creates(p) == 1 and not destructive(p)
+    assert ("1 joined node(s) retire before the longest of these jobs (1800s) would end"
+            in kinds(p, Create)[0].reason)
     assert creates(plan(state(1800), c, T0 - 1800)) == 0   # half an hour earlier it could
     # A queued pilot for the long jobs is not cancelled for the old pilot's cores.
     records2 = records + [rec("q", Phase.BOOTING, since=T0)]

@@ -98,6 +98,7 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
     ``unlisted``: entries whose listing failed (no create, capacity kept);
     ``unsized``: entries whose size is unknown, and why (no create)."""
     unlisted = set(unlisted)
+    jobs = list(jobs)
     actions: List[Action] = []
     offers, shown = [], {}
     for entry in cfg.entries:
@@ -118,6 +119,11 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
             why, key, room, note = _blocked(entry, backoff.get(entry.name), booting, room,
                                             len(mine), now)
             own = "probe" if note else own
+        longest = max((d.runtime for d in jobs if entry.name in d.entries), default=0)
+        retiring = sum(1 for cap in free if len(cap) > 2 and cap[2] < longest)
+        if retiring:   # why a new pilot while one is idle
+            note += (f"; {retiring} joined node(s) retire before the longest of these "
+                     f"jobs ({longest}s) would end")
         shown[entry.name] = (why, key, note, len(mine), booting, own)
         offers.append(Offer(entry.name, entry.cpus, usable, entry.priority,
                             entry.cost_per_hour, tuple(free), room, why))
