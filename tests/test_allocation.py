@@ -11,10 +11,21 @@ from condor_plugins.provisioning.state import JobGroup
 NAMES = ("a", "b", "c", "d")
 
 shapes = st.tuples(st.integers(1, 8), st.sampled_from([0, 1000, 2000, 4000, 16000]))
-demands = st.lists(st.builds(lambda n, s, e: Demand(n, s[0], s[1], tuple(sorted(e))),
+#: Seconds a job runs (0: not known), and a joined pilot's seconds left.
+RUNTIMES = st.sampled_from([0, 0, 300, 500, 1000])
+demands = st.lists(st.builds(lambda n, s, e, r: Demand(n, s[0], s[1], tuple(sorted(e)), r),
                              st.integers(0, 40), shapes,
-                             st.sets(st.sampled_from(NAMES), min_size=1, max_size=4)),
+                             st.sets(st.sampled_from(NAMES), min_size=1, max_size=4),
+                             RUNTIMES),
                    max_size=6)
+
+
+def capacities(cpus):
+    """Free capacities, some of pilots that retire in a while."""
+    plain = st.tuples(st.integers(0, cpus), st.integers(0, 16000))
+    timed = st.tuples(st.integers(0, cpus), st.integers(0, 16000), st.sampled_from([100, 300,
+                                                                                     1000]))
+    return st.lists(plain | timed, max_size=3)
 
 
 @st.composite
@@ -22,7 +33,7 @@ def offers(draw):
     out = []
     for name in draw(st.sets(st.sampled_from(NAMES), min_size=1)):
         cpus = draw(st.sampled_from([1, 2, 4, 8]))
-        free = draw(st.lists(st.tuples(st.integers(0, cpus), st.integers(0, 16000)), max_size=3))
+        free = draw(capacities(cpus))
         out.append(Offer(name, cpus, draw(st.sampled_from([2000, 8000, 16000, 32000])),
                          draw(st.integers(0, 2)), draw(st.sampled_from([0.0, 0.1, 0.25, 1.0])),
                          tuple(free), draw(st.integers(0, 10)),
@@ -135,12 +146,25 @@ def test_jobs_no_entry_can_take_are_left_out_with_why():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 30), shapes), max_size=5),
-       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 16000)), max_size=3))
+@given(st.lists(st.tuples(st.integers(0, 30), shapes, RUNTIMES), max_size=5), capacities(4))
 def test_one_entry_opens_what_nodes_needed_says(groups, free):
     """With one unlimited entry the allocation is today's per-entry packing."""
-    demand = [Demand(n, c, m, ("a",)) for n, (c, m) in groups]
+    demand = [Demand(n, c, m, ("a",), r) for n, (c, m), r in groups]
     offer = Offer("a", 4, 16000, 0, 0.0, tuple(free), 10 ** 6)
-    want = nodes_needed([JobGroup(n, c, m) for n, (c, m) in groups], 4, 16000, free)
+    want = nodes_needed([JobGroup(n, c, m, r) for n, (c, m), r in groups], 4, 16000, free)
     assert allocate(demand, [offer]).nodes("a") == want
 
+
+
+def test_pilots_that_retire_soon_take_the_short_jobs_and_leave_the_rest():
+    """Short jobs go to the capacity that retires soon, so the long-lived
+    capacity is left for the long jobs, whatever order the groups come in."""
+    free = ((8, 8000, 1000), (8, 8000, 300))
+    groups = [Demand(5, 2, 100, ("a",), 0), Demand(5, 2, 100, ("a",), 500)]
+    offer = Offer("a", 8, 8000, 0, 0.0, free, 10)
+    assert allocate(groups, [offer]).nodes("a") == 1
+    assert allocate(groups[::-1], [offer]).nodes("a") == 1
+    # A joined pilot with 300 s left takes none of the 500 s jobs.
+    only = Offer("a", 8, 8000, 0, 0.0, ((8, 8000, 300),), 10)
+    assert allocate([Demand(4, 2, 100, ("a",), 500)], [only]).nodes("a") == 1
+    assert allocate([Demand(4, 2, 100, ("a",), 200)], [only]).nodes("a") == 0

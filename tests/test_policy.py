@@ -830,3 +830,21 @@ def test_jobs_too_long_for_an_idle_pilot_do_not_keep_it_from_retiring():
     assert [a.instance_id for a in kinds(p, Drain)] == ["n"]
     s = replace(s, demand={E: (JobGroup(4, 1, 1000, 300),)})   # these fit: it waits
     assert not destructive(plan(s, c, T0))
+
+
+def test_a_queued_pilot_is_not_cancelled_for_a_create_still_in_flight():
+    """A pilot requested but not listed yet is probably queued too: the older
+    queued pilot, further ahead in the queue, is kept for the jobs."""
+    c = cfg(CPUS=4, MEMORY=8192)
+    records = [rec("p", Phase.BOOTING, since=T0 - 60), rec("r", Phase.REQUESTED, since=T0)]
+    p = plan(queued_state(records, [pilot("p", launched=T0 - 60)], jobs=4), c, T0 + 5)
+    assert not destructive(p)
+
+
+def test_a_pilot_past_its_retire_time_is_no_capacity():
+    c = cfg(CPUS=4, MEMORY=8192, IDLE_TIMEOUT=86400)
+    late = NodeInfo("n", idle_cpus=4, idle_memory_mb=8192, retire_time=T0 - 1)
+    s = queued_state([rec("n", Phase.IDLE, since=T0 - 100)],
+                     [pilot("n", InstanceState.RUNNING, launched=T0 - 3000)], nodes=[late],
+                     jobs=4)                  # runtime 0: no runtime known
+    assert creates(plan(s, c, T0)) == 1

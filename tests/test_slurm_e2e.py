@@ -163,7 +163,7 @@ def test_walltime_a_pilot_takes_only_jobs_that_fit_and_requeues_an_overrun(
     vacated by its pilot before the walltime, requeued, and completes on
     another pilot.  Its first pilot's Slurm job ends before its walltime."""
     pool, make = site
-    prov = make(WALLTIME="1m", PILOT_MARGIN=30, MAX_INSTANCES=2, MAX_BOOTING=1,
+    prov = make(WALLTIME="1m", PILOT_MARGIN=30, PILOT_STARTUP=10, MAX_INSTANCES=2, MAX_BOOTING=1,
                 IDLE_TIMEOUT=300)
     (tmp_path / "long").mkdir()
     long_job = submit(pool, tmp_path / "long", 1, 5, MaxWallTime=3600)
@@ -189,7 +189,7 @@ def test_walltime_a_pilot_takes_only_jobs_that_fit_and_requeues_an_overrun(
     (job,) = pool.schedd().query(f"ClusterId == {long_job}", ["JobStatus", "NumJobStarts"])
     assert job["JobStatus"] == 1 and not job.get("NumJobStarts")
     status = cli(prov, "status")
-    assert "CloudPilotUsableTime (30)" in status, status
+    assert "CloudPilotUsableTime (20)" in status, status
     prov.stop(proc)
 
 

@@ -145,6 +145,10 @@ def test_bad_settings_name_their_knob():
         SlurmProvider("hpc", {"ACCESS": "ssh"})
     with pytest.raises(ConfigError, match="CLOUD_PLUGINS_HPC_PILOT_MARGIN"):
         SlurmProvider("hpc", {"WALLTIME": "5m", "PILOT_MARGIN": "10m"})
+    with pytest.raises(ConfigError, match="CLOUD_PLUGINS_HPC_PILOT_STARTUP"):
+        SlurmProvider("hpc", {"WALLTIME": "5m", "PILOT_MARGIN": "3m", "PILOT_STARTUP": "2m"})
+    # A new pilot's usable time: the walltime less the margin and its startup.
+    assert SlurmProvider.template_attrs({"WALLTIME": "1h"})["CloudPilotUsableTime"] == "3180"
     with pytest.raises(ConfigError, match="CLOUD_PLUGINS_HPC_WALLTIME"):
         SlurmProvider("hpc", {"WALLTIME": "soon"})
 
@@ -217,6 +221,7 @@ def test_the_template_takes_only_jobs_that_fit_the_walltime():
     from condor_plugins.provisioning.observe import template_ad
     param = {"CLOUD_PLUGINS_PROVIDERS": "hpc", "CLOUD_PLUGINS_HPC_TYPE": "slurm",
              "CLOUD_PLUGINS_HPC_WALLTIME": "1h", "CLOUD_PLUGINS_HPC_PILOT_MARGIN": "300",
+             "CLOUD_PLUGINS_HPC_PILOT_STARTUP": "0",
              "CLOUD_PLUGINS_HPC_DEFAULT_RUNTIME": "600", "CLOUD_PLUGINS_HPC_CPUS": "4",
              "CLOUD_PLUGINS_HPC_MEMORY": "8000", "FULL_HOSTNAME": "ce"}
     cfg = cfgmod.load(param)
@@ -301,3 +306,31 @@ def test_an_old_or_retiring_pilot_does_not_hide_the_demand_for_the_next_one(tmp_
     assert [(j.count, j.cpus, j.entries) for j in jobs] == [(3, 2, ("hpc",))]
     assert not mismatch                           # no churn-brake evidence either
     assert [n for _, n in unmatched] == [1]       # a whole walltime is still the limit
+
+
+def test_an_interrupted_pilot_stays_two_updates_before_its_startd_shuts_down(tmp_path):
+    """STARTD.DAEMON_SHUTDOWN with the pilot's retiring expression (A || B):
+    an interruption notice must not shut the startd down before the collector
+    has seen it (two updates), exactly as on a VM."""
+    import time
+    import classad2
+    import htcondor2  # noqa: F401
+    from condor_plugins.localpool import shipped_config_dir
+    d = shipped_config_dir() / "worker"
+    conf = tmp_path / "pilot.conf"
+    conf.write_text(f"include : {d}/50-cloud-worker.conf\ninclude : {d}/55-cloud-pilot.conf\n"
+                    "UPDATE_INTERVAL = 2\n")
+    text = subprocess.run(["condor_config_val", "STARTD.DAEMON_SHUTDOWN"], capture_output=True,
+                          text=True, timeout=30, env=dict(os.environ, CONDOR_CONFIG=str(conf)),
+                          check=True).stdout.strip()
+    now = int(time.time())
+
+    def shutdown(**attrs):
+        ad = classad2.ClassAd({"DaemonStartTime": now - 100, **attrs})
+        ad["CloudPilotRetireTime"] = now + 3000
+        ad["Expr"] = classad2.ExprTree(text)
+        return ad.eval("Expr")
+    assert shutdown() is False
+    assert shutdown(CloudInterruption="spot", CloudInterruptionSeen=now) is False
+    assert shutdown(CloudInterruption="spot", CloudInterruptionSeen=now - 10) is True
+    assert shutdown(CloudRetireRequested=True) is True

@@ -14,7 +14,7 @@ allocation), each a user-space HTCondor execute node (node/pilot.py).
 Settings (``CLOUD_PLUGINS_<ENTRY>_<NAME>``; docs/knobs-slurm.md): ACCESS,
 SSH_HOST, SSH_PORT, SSH_USER, SSH_KEY, SSH_KNOWN_HOSTS, SLURM_CONF, PARTITION,
 ACCOUNT, QOS, WALLTIME, CONSTRAINT, CONDOR_LOCATION, PILOT_DIR,
-PILOT_MARGIN, DEFAULT_RUNTIME, OUTPUT, COMMAND_TIMEOUT.  The entry's CPUS and
+PILOT_MARGIN, PILOT_STARTUP, DEFAULT_RUNTIME, OUTPUT, COMMAND_TIMEOUT.  The entry's CPUS and
 MEMORY are each pilot's cores and memory (auto: a whole node of PARTITION).
 """
 
@@ -88,31 +88,37 @@ class SlurmProvider(Provider):
     queued = True
     SETTINGS = ("ACCESS", "SSH_HOST", "SSH_PORT", "SSH_USER", "SSH_KEY", "SSH_KNOWN_HOSTS",
                 "SLURM_CONF", "PARTITION", "ACCOUNT", "QOS", "WALLTIME", "CONSTRAINT",
-                "CONDOR_LOCATION", "PILOT_DIR", "PILOT_MARGIN", "DEFAULT_RUNTIME", "OUTPUT",
-                "COMMAND_TIMEOUT")
+                "CONDOR_LOCATION", "PILOT_DIR", "PILOT_MARGIN", "PILOT_STARTUP",
+                "DEFAULT_RUNTIME", "OUTPUT", "COMMAND_TIMEOUT")
+    #: Defaults of the settings that decide which jobs a pilot takes.
+    TIMES = {"WALLTIME": "1d", "PILOT_MARGIN": "300", "PILOT_STARTUP": "120",
+             "DEFAULT_RUNTIME": "3600"}
 
     def __init__(self, entry: str, settings: Mapping[str, str]):
         super().__init__(entry, settings)
         self.timeout = float(self.setting("COMMAND_TIMEOUT", "duration", "60"))
         self.exec = executor(self.setting, self.knob, self.timeout)
         self.partition = self.setting("PARTITION", "str", "") or ""
-        self.walltime = int(self.setting("WALLTIME", "duration", "1d"))
-        self.margin = int(self.setting("PILOT_MARGIN", "duration", "300"))
-        if self.margin >= self.walltime:
+        self.walltime = int(self.setting("WALLTIME", "duration", self.TIMES["WALLTIME"]))
+        self.margin = int(self.setting("PILOT_MARGIN", "duration", self.TIMES["PILOT_MARGIN"]))
+        startup = int(self.setting("PILOT_STARTUP", "duration", self.TIMES["PILOT_STARTUP"]))
+        if self.margin + startup >= self.walltime:
             from ..config import ConfigError
-            raise ConfigError(f"{self.knob('PILOT_MARGIN')} = {self.margin}: must be less "
+            raise ConfigError(f"{self.knob('PILOT_MARGIN')} ({self.margin} s) + "
+                              f"{self.knob('PILOT_STARTUP')} ({startup} s): must be less "
                               f"than {self.knob('WALLTIME')} ({self.walltime} s)")
 
     @classmethod
     def template_attrs(cls, settings: Mapping[str, str]) -> Dict[str, str]:
         """A pilot takes only jobs whose declared runtime fits its walltime
-        less the margin (55-cloud-pilot.conf), so neither does its template."""
+        less the margin (55-cloud-pilot.conf), and less the time it takes to
+        start (PILOT_STARTUP): its template takes only the jobs it will."""
         from ..config import PARSERS
         from ..node.pilot import job_runtime
-        get = lambda name, default: PARSERS["duration"](settings.get(name) or default)  # noqa
+        get = lambda name: PARSERS["duration"](settings.get(name) or cls.TIMES[name])  # noqa
         try:
-            usable = get("WALLTIME", "1d") - get("PILOT_MARGIN", "300")
-            default = get("DEFAULT_RUNTIME", "3600")
+            usable = get("WALLTIME") - get("PILOT_MARGIN") - get("PILOT_STARTUP")
+            default = get("DEFAULT_RUNTIME")
         except ValueError:
             return {}   # the provider itself reports the bad knob
         return {"CloudJobRuntime": job_runtime(str(default)),
@@ -167,7 +173,8 @@ class SlurmProvider(Provider):
             condor=self.setting("CONDOR_LOCATION", "str", "/usr"),
             workdir=self.setting("PILOT_DIR", "str", ""), walltime=self.walltime,
             cpus=spec.cpus, memory_mb=spec.memory_mb, margin=self.margin,
-            default_runtime=int(self.setting("DEFAULT_RUNTIME", "duration", "3600"))))
+            default_runtime=int(self.setting("DEFAULT_RUNTIME", "duration",
+                                             self.TIMES["DEFAULT_RUNTIME"]))))
         out = []
         for i in range(count):
             name = f"cp-{request_token}" + (f"-{i}" if count > 1 else "")

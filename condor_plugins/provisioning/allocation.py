@@ -112,7 +112,7 @@ def allocate(demand: Iterable[Demand], offers: Iterable[Offer],
     """Decide the new nodes of one cycle.  See the module docstring."""
     by_name = {o.name: o for o in sorted(offers, key=lambda o: o.name)}
     groups = sorted((g for g in demand if g.count > 0),
-                    key=lambda g: (-max(1, g.cpus), -max(0, g.memory_mb),
+                    key=lambda g: (-max(1, g.cpus), -max(0, g.memory_mb), -max(0, g.runtime),
                                    tuple(sorted(g.entries)), -g.count))
     bins = {name: bins_of(o.free) for name, o in by_name.items()}
     room = {name: (0 if o.blocked else max(0, o.room)) for name, o in by_name.items()}

@@ -69,8 +69,9 @@ def per_node(node: Capacity, job: Capacity) -> int:
 
 def fill(bins: Dict[Capacity, int], job: Capacity, count: int) -> int:
     """Place up to ``count`` jobs of shape ``job`` into ``bins`` (first fit,
-    largest first, deterministic); returns how many are left."""
-    for cap in sorted(bins, reverse=True):
+    nodes that retire at a set time first, so the others stay for longer
+    jobs, then largest first; deterministic); returns how many are left."""
+    for cap in sorted(bins, key=lambda c: (len(c) > 2, c), reverse=True):
         k = _fits(cap, job)
         if count == 0 or k == 0:
             continue

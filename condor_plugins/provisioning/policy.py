@@ -402,8 +402,9 @@ class _Cycle:
                                          "idle jobs are unknown", "queued"))
                 continue
             usable = max(0, entry.memory_mb - entry.memory_reserve)
-            free = free_capacity(entry, mine, self._node, self.now,
-                                 skip=(r.id for r in queued))
+            # Not the queued ones, nor a create in flight (likely queued too).
+            skip = [r.id for r in mine if r in queued or r.phase is Phase.REQUESTED]
+            free = free_capacity(entry, mine, self._node, self.now, skip=skip)
             groups = [JobGroup(d.count, d.cpus, d.memory_mb, d.runtime)
                       for d in self.state.idle_jobs()
                       if entry.name in d.entries]

@@ -83,8 +83,11 @@ def free_capacity(entry: EntryConfig, records: Iterable[InstanceRecord],
         if r.phase in BOOTING_PHASES:
             free.append((entry.cpus, usable))
         elif r.phase in (Phase.IDLE, Phase.BUSY) and (node := node_of(r.id)) is not None:
-            left = () if node.retire_time is None else (max(0, int(node.retire_time - now)),)
-            free.append((node.idle_cpus, node.idle_memory_mb) + left)
+            if node.retire_time is None:
+                free.append((node.idle_cpus, node.idle_memory_mb))
+            elif node.retire_time > now:   # past it, it takes no job at all
+                free.append((node.idle_cpus, node.idle_memory_mb,
+                             int(node.retire_time - now)))
     return free
 
 
@@ -120,7 +123,7 @@ def scale_up(cfg: ProvisionerConfig, records: Mapping[str, InstanceRecord],
                                             len(mine), now)
             own = "probe" if note else own
         longest = max((d.runtime for d in jobs if entry.name in d.entries), default=0)
-        retiring = sum(1 for cap in free if len(cap) > 2 and cap[2] < longest)
+        retiring = sum(1 for cap in free if len(cap) > 2 and cap[0] > 0 and cap[2] < longest)
         if retiring:   # why a new pilot while one is idle
             note += (f"; {retiring} joined node(s) retire before the longest of these "
                      f"jobs ({longest}s) would end")
