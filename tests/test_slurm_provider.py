@@ -334,3 +334,38 @@ def test_an_interrupted_pilot_stays_two_updates_before_its_startd_shuts_down(tmp
     assert shutdown(CloudInterruption="spot", CloudInterruptionSeen=now) is False
     assert shutdown(CloudInterruption="spot", CloudInterruptionSeen=now - 10) is True
     assert shutdown(CloudRetireRequested=True) is True
+
+
+def test_a_pilot_removes_what_killed_pilots_left_and_nothing_else(tmp_path):
+    """Directories of this user's pilots whose batch job is over (SIGKILLed
+    before their trap ran, with their tokens) are removed at the next pilot's
+    start; a live job's, an unknown one's (Slurm unreachable), and another
+    directory are kept."""
+    import os
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(
+        "#!/bin/sh\ncase $3 in 11) echo RUNNING;; 12) echo COMPLETED;; 13) ;;\n"
+        " 14) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1;;\n"
+        " *) echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1;;"
+        "\nesac\n")
+    (bin_dir / "squeue").chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, job in [("live", "11"), ("done", "12"), ("purged", "13"), ("gone", "14"),
+                      ("unknown", "15"), ("requeued", "77"), ("foreign", None)]:
+        d = work / f"cp-pilot.{name}"
+        (d / "etc").mkdir(parents=True)
+        (d / "etc" / "token").write_text("secret")
+        if job:
+            (d / "job").write_text(job + "\n")
+    (work / "other").mkdir()
+    script = render_pilot(USER_DATA, PilotSettings(condor="/nonexistent", walltime=600,
+                                                   workdir=str(work)))
+    res = subprocess.run(["bash"], input=script, text=True, capture_output=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_JOB_ID": "77"})
+    assert res.returncode == 1, res.stdout + res.stderr
+    left = sorted(os.listdir(work))
+    assert left == ["cp-pilot.foreign", "cp-pilot.live", "cp-pilot.unknown", "other"], left
+    assert "left by job 12 (COMPLETED)" in res.stdout and "left by job 14 (GONE)" in res.stdout
+    assert "secret" not in res.stdout + res.stderr

@@ -104,6 +104,23 @@ parent=${CP_WORKDIR:-${TMPDIR:-/tmp}}
 dir=$(mktemp -d "$parent/cp-pilot.XXXXXXXX") || { log "cannot create a directory in $parent"; exit 1; }
 chmod 0700 "$dir"
 trap 'rm -rf "$dir"' EXIT
+echo "${SLURM_JOB_ID:-}" > "$dir/job"
+# A pilot killed before its trap ran (SIGKILL) left its directory, and its
+# tokens: remove this user's that belong to a batch job Slurm says is over
+# (or to an earlier run of this very job). If Slurm cannot say, keep them.
+for old in "$parent"/cp-pilot.*; do
+  [ "$old" != "$dir" ] && [ ! -L "$old" ] && [ -d "$old" ] && [ -O "$old" ] || continue
+  job=$(cat "$old/job" 2>/dev/null) || continue
+  case $job in ''|*[!0-9_]*) continue;; esac
+  if [ "$job" = "${SLURM_JOB_ID:-}" ]; then state=REQUEUED
+  else state=$(squeue -h -j "$job" -o %T 2>&1) || case $state in
+    *"Invalid job id"*) state=GONE;; *) continue;; esac
+  fi
+  case ${state:-GONE} in
+    GONE|REQUEUED|COMPLETED|CANCELLED|FAILED|TIMEOUT|NODE_FAIL|PREEMPTED|BOOT_FAIL|DEADLINE|OUT_OF_MEMORY)
+      rm -rf "$old" && log "removed $old, left by job $job ($state)";;
+  esac
+done
 start=$(date +%s)
 end=${SLURM_JOB_END_TIME:-$((start + CP_WALLTIME))}
 '''
