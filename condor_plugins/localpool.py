@@ -170,16 +170,8 @@ class CondorInstance:
 
     @property
     def env(self) -> dict:
-        env = dict(os.environ)
+        env = own_environment()
         env["CONDOR_CONFIG"] = str(self.config_path)
-        # Another instance's knobs must never leak in through the environment,
-        # nor its daemon family: started under a condor_master (the provisioner
-        # with the local provider), CONDOR_INHERIT would make this instance
-        # report to that master as its parent.
-        for key in list(env):
-            if key.startswith("_CONDOR_") or key in ("CONDOR_INHERIT", "CONDOR_PRIVATE_INHERIT",
-                                                     "CONDOR_PARENT_ID"):
-                del env[key]
         return env
 
     def write_config(self) -> None:
@@ -351,6 +343,15 @@ class _Detached:
     def send_signal(self, sig) -> None:
         if self.poll() is None:
             os.kill(self.pid, sig)
+
+
+def own_environment() -> dict:
+    """This process's environment without what HTCondor handed it: knobs
+    (``_CONDOR_*``) and its daemon family (under a condor_master,
+    CONDOR_INHERIT names the master as parent, CONDOR_PRIVATE_INHERIT carries
+    the family's session key): never for another HTCondor, nor a batch job."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("_CONDOR_")
+            and k not in ("CONDOR_INHERIT", "CONDOR_PRIVATE_INHERIT", "CONDOR_PARENT_ID")}
 
 
 def processes_using(marker: str) -> list:

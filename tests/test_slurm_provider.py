@@ -89,10 +89,13 @@ def test_squeue_listing_states_tags_and_times():
         f"14|TIMEOUT|100|200|None|{c}|node2",
         f"15|RUNNING|100|200|None|{other}|node1",
         "16|RUNNING|100|200|None|somebody's own job|node1",
-        f"17|COMPLETING|100|200|None|{c}|node1"])
+        f"17|COMPLETING|100|200|None|{c}|node1",
+        f"18|SUSPENDED|100|200|None|{c}|node1",          # resumes: keeps its allocation
+        f"19|EXPEDITING|100|200|None|{c}|node1",         # a newer Slurm's state
+        f"20|PENDING|100|N/A|PartitionTimeLimit|{c}|"])  # WALLTIME > the partition's
     p = provider({"squeue": Result(0, out + "\n", "")})
     got = {i.id: i for i in p.list(owner_tags("pool", "prov"))}
-    assert set(got) == {"11", "12", "13", "14", "17"}
+    assert set(got) == {"11", "12", "13", "14", "17", "18", "19", "20"}
     assert (got["11"].state, got["11"].reason, got["11"].launch_time) == (
         InstanceState.PENDING, "PartitionDown", 100.0)
     assert (got["12"].state, got["12"].launch_time, got["12"].address) == (
@@ -100,8 +103,11 @@ def test_squeue_listing_states_tags_and_times():
     assert got["13"].state is InstanceState.ERROR          # never starts
     assert (got["14"].state, got["14"].reason) == (InstanceState.TERMINATED, "timeout")
     assert got["17"].state is InstanceState.STOPPING
+    assert (got["18"].state, got["18"].reason) == (InstanceState.RUNNING, "suspended")
+    assert got["19"].state is InstanceState.RUNNING          # never taken for over
+    assert got["20"].state is InstanceState.ERROR
     argv = p.exec.calls[0][0]
-    assert "--me" in argv and "SLURM_TIME_FORMAT=%s" in argv
+    assert "--me" in argv and "--all" in argv and "SLURM_TIME_FORMAT=%s" in argv
 
 
 @pytest.mark.parametrize("stderr, kind", [
@@ -112,7 +118,14 @@ def test_squeue_listing_states_tags_and_times():
     ("sbatch: error: Batch job submission failed: Invalid partition name specified",
      ProviderError),
     ("sbatch: error: QOSMaxSubmitJobPerUserLimit", QuotaError),
-    ("sbatch: error: Batch job submission failed: Access/permission denied", AuthError)])
+    ("sbatch: error: Batch job submission failed: Access/permission denied", AuthError),
+    # sbatch's retries come first; the cause may be on any line.
+    ("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n"
+     "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+     TransientError),
+    ("sbatch: error: Munge encode failed: Failed to access \"/run/munge/munge.socket.2\"\n"
+     "sbatch: error: Batch job submission failed: Protocol authentication error",
+     TransientError)])
 def test_sbatch_errors_map_to_typed_provider_errors(stderr, kind):
     p = provider({"sbatch": Result(1, "", stderr + "\n")})
     with pytest.raises(ProviderError) as err:
@@ -133,9 +146,16 @@ def test_scancel_is_idempotent_and_reports_other_errors():
 
 
 def test_describe_is_the_smallest_node_of_the_partition():
-    p = provider({"sinfo": Result(0, "8|16000\n4+|8000\n", "")})
+    p = provider({"sinfo": Result(0, "batch|8|16000\nbatch|4+|8000\n", "")})
     t = p.describe(SPEC)
     assert (t.cpus, t.memory_mb) == (4, 8000)
+    # Without PARTITION: the cluster's default one (sinfo marks it *).
+    p = provider({"sinfo": Result(0, "big|2|1000\nbatch*|8|16000\n", "")}, PARTITION="")
+    assert (p.describe(SPEC).cpus, p.describe(SPEC).memory_mb) == (8, 16000)
+    # RealMemory unset: Slurm says 1 MB; never a pilot of 1 MB.
+    p = provider({"sinfo": Result(0, "batch|8|1\n", "")})
+    with pytest.raises(ProviderError, match="CLOUD_PLUGINS_HPC_MEMORY"):
+        p.describe(SPEC)
 
 
 def test_bad_settings_name_their_knob():
@@ -369,3 +389,43 @@ def test_a_pilot_removes_what_killed_pilots_left_and_nothing_else(tmp_path):
     assert left == ["cp-pilot.foreign", "cp-pilot.live", "cp-pilot.unknown", "other"], left
     assert "left by job 12 (COMPLETED)" in res.stdout and "left by job 14 (GONE)" in res.stdout
     assert "secret" not in res.stdout + res.stderr
+
+
+def test_the_local_executor_hands_sbatch_nothing_htcondor_gave_the_provisioner(monkeypatch):
+    """sbatch exports its environment into the job: the master's family
+    session key (CONDOR_PRIVATE_INHERIT) and knobs must not be in it."""
+    monkeypatch.setenv("CONDOR_PRIVATE_INHERIT", "FamilySessionKey=secret")
+    monkeypatch.setenv("CONDOR_INHERIT", "1 <127.0.0.1:9618> 0 0")
+    monkeypatch.setenv("_CONDOR_SEC_DEFAULT_AUTHENTICATION", "REQUIRED")
+    p = SlurmProvider("hpc", {"SLURM_CONF": "/etc/slurm/other.conf"})
+    out = p.exec.run(["env"]).stdout
+    assert "INHERIT" not in out and "_CONDOR_" not in out and "secret" not in out
+    assert "SLURM_CONF=/etc/slurm/other.conf" in out
+
+
+def test_the_pilot_exits_with_its_masters_status_and_writes_any_path(tmp_path):
+    """Slurm records how a pilot ended: a condor_master that fails makes the
+    batch job fail, not COMPLETED.  A site file whose path has a space lands
+    at that path, under the pilot's directory."""
+    condor = tmp_path / "condor"
+    (condor / "sbin").mkdir(parents=True)
+    master = condor / "sbin" / "condor_master"
+    master.write_text('#!/bin/sh\nls "$(dirname "$CONDOR_CONFIG")/etc/site files" '
+                      '> "$CP_T/seen"; env > "$CP_T/env"; exit 4\n')
+    master.chmod(0o755)
+    data = "#cloud-config\n" + yaml.safe_dump({"write_files": [
+        {"path": "/etc/site files/a b.conf", "content": "x = 1\n"}]})
+    script = render_pilot(data, PilotSettings(condor=str(condor), walltime=600,
+                                              workdir=str(tmp_path)))
+    res = subprocess.run(["bash"], input=script, text=True, capture_output=True, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "78", "CP_T": str(tmp_path),
+                              "CONDOR_PRIVATE_INHERIT": "FamilySessionKey=k",
+                              "_CONDOR_LOG": "/elsewhere", "SLURM_MEM_PER_CPU": "1000",
+                              "SLURM_CPUS_ON_NODE": "3"})
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "condor_master exited (4)" in res.stdout
+    assert (tmp_path / "seen").read_text().strip() == "a b.conf"
+    env = (tmp_path / "env").read_text()
+    assert "INHERIT" not in env and "_CONDOR_LOG" not in env
+    assert not (tmp_path / "dir").exists()      # nothing outside the pilot's directory
+    assert "3 cores, 3000 MB" in res.stdout    # SLURM_MEM_PER_CPU x cores

@@ -90,7 +90,7 @@ def _write(path: str, content: bytes, mode: str, n: int) -> List[str]:
     quoted here-document (no process sees it on a command line)."""
     target = shlex.quote(path.lstrip("/"))
     body = base64.encodebytes(content).decode("ascii").rstrip("\n")
-    return [f'mkdir -p "$dir"/$(dirname {target})',
+    return [f'mkdir -p "$(dirname "$dir"/{target})"',
             f'base64 -d > "$dir"/{target} <<\'CP_FILE_{n}\'', body, f"CP_FILE_{n}",
             f'chmod {mode} "$dir"/{target}']
 
@@ -100,6 +100,11 @@ SCRIPT_HEAD = r'''#!/bin/bash
 set -u
 umask 077
 log() { echo "condor_plugins pilot: $*"; }
+# Nothing an HTCondor above the submitter handed down (sbatch exports its
+# environment): no knobs, no daemon family, no session key.
+unset CONDOR_INHERIT CONDOR_PRIVATE_INHERIT CONDOR_PARENT_ID CONDOR_CONFIG
+for v in $(compgen -e); do case $v in _CONDOR_*|_condor_*) unset "$v";; esac; done
+trap 'log "SIGTERM before HTCondor started"; exit 143' TERM
 parent=${CP_WORKDIR:-${TMPDIR:-/tmp}}
 dir=$(mktemp -d "$parent/cp-pilot.XXXXXXXX") || { log "cannot create a directory in $parent"; exit 1; }
 chmod 0700 "$dir"
@@ -132,7 +137,9 @@ libexec=$loc/libexec; [ -d "$loc/libexec/condor" ] && libexec=$loc/libexec/condo
 lib=$loc/lib; [ -d "$loc/lib/condor" ] && lib=$loc/lib/condor
 share=$loc/share; [ -d "$loc/share/condor" ] && share=$loc/share/condor
 cpus=${SLURM_CPUS_ON_NODE:-$CP_CPUS}
-memory=${SLURM_MEM_PER_NODE:-$CP_MEMORY}
+memory=${SLURM_MEM_PER_NODE:-}
+if [ -z "$memory" ] && [ -n "${SLURM_MEM_PER_CPU:-}" ]; then memory=$((SLURM_MEM_PER_CPU * cpus)); fi
+memory=${memory:-$CP_MEMORY}
 mkdir -p "$dir"/log "$dir"/spool "$dir"/execute "$dir"/lock "$dir"/run "$dir"/passwords.d
 cat > "$dir/condor_config" <<EOF
 # This pilot's own configuration: nothing of the host's HTCondor is read.
@@ -181,8 +188,13 @@ master=$!
 # scancel and the walltime send SIGTERM: a fast shutdown, so the schedds
 # requeue the jobs at once; then wait for the master to be gone.
 trap 'log "SIGTERM: shutting HTCondor down fast"; kill -QUIT $master 2>/dev/null' TERM
-while kill -0 $master 2>/dev/null; do wait $master; done
-log "condor_master exited; the pilot ends"
+wait $master; rc=$?
+while kill -0 $master 2>/dev/null; do wait $master; rc=$?; done
+log "condor_master exited ($rc); the pilot ends"
+# 99: the master's "do not restart me" (DAEMON_SHUTDOWN, condor_off): a
+# planned end. Anything else is the batch job's failure, for Slurm to record.
+[ $rc -eq 99 ] && rc=0
+exit $rc
 '''
 
 

@@ -26,7 +26,7 @@ import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Sequence
+from typing import Callable, Dict, Mapping, Sequence, Tuple
 
 from .base import AuthError, TransientError, scrub
 
@@ -43,6 +43,19 @@ class Result:
         """The command's first error line, short and without secrets."""
         lines = [ln for ln in (self.stderr or self.stdout).splitlines() if ln.strip()]
         return scrub(lines[0] if lines else f"exit code {self.returncode}")
+
+    def error(self, needles: Sequence[str] = ()) -> Tuple[str, str]:
+        """(the first needle found anywhere in the output, else "", and the
+        line to report: the one with that needle, else the first error line
+        that is not a retry; short, without secrets).  sbatch prints its
+        retries, then the cause, then "Batch job submission failed"."""
+        lines = [ln for ln in (self.stderr or self.stdout).splitlines() if ln.strip()]
+        for needle in needles:
+            for line in lines:
+                if needle.lower() in line.lower():
+                    return needle, scrub(line.strip())
+        final = [ln for ln in lines if "retrying" not in ln.lower()] or lines
+        return "", scrub(final[0].strip() if final else f"exit code {self.returncode}")
 
 
 class Executor(abc.ABC):
@@ -85,7 +98,11 @@ class LocalExecutor(Executor):
     if not the system's."""
 
     def run(self, argv: Sequence[str], stdin: str = "") -> Result:
-        env = dict(os.environ)
+        # sbatch hands its whole environment to the job (--export=ALL): not
+        # what HTCondor gave the provisioner (CONDOR_PRIVATE_INHERIT is its
+        # master's session key).
+        from ..localpool import own_environment
+        env = own_environment()
         conf = str(self.setting("SLURM_CONF", "str", "") or "")
         if conf:
             env["SLURM_CONF"] = conf

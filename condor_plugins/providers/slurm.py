@@ -28,20 +28,32 @@ from .base import (TAG_ENTRY, AuthError, Instance, InstanceSpec, InstanceState, 
                    ProviderError, QuotaError, TransientError)
 from .executors import executor
 
-#: Slurm job states (squeue %T) -> InstanceState.
+#: Slurm job states (squeue %T) -> InstanceState.  A suspended or stopped
+#: job keeps its allocation and resumes (preemption by suspension, gang
+#: scheduling): running.  Only the end states are TERMINATED; a state this
+#: table does not know (a newer Slurm's) counts as running, never as over.
 STATES = {"PENDING": InstanceState.PENDING, "CONFIGURING": InstanceState.PENDING,
           "REQUEUED": InstanceState.PENDING, "REQUEUE_HOLD": InstanceState.PENDING,
           "REQUEUE_FED": InstanceState.PENDING, "RESV_DEL_HOLD": InstanceState.PENDING,
           "RUNNING": InstanceState.RUNNING, "RESIZING": InstanceState.RUNNING,
-          "SIGNALING": InstanceState.RUNNING, "STAGE_OUT": InstanceState.STOPPING,
-          "COMPLETING": InstanceState.STOPPING, "SUSPENDED": InstanceState.STOPPED,
-          "STOPPED": InstanceState.STOPPED}
+          "SIGNALING": InstanceState.RUNNING, "SUSPENDED": InstanceState.RUNNING,
+          "STOPPED": InstanceState.RUNNING, "STAGE_OUT": InstanceState.STOPPING,
+          "COMPLETING": InstanceState.STOPPING,
+          **{s: InstanceState.TERMINATED for s in (
+              "COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+              "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT", "REVOKED")}}
 #: Pending reasons that never clear by waiting: the pilot can never start.
 HOPELESS = ("InvalidAccount", "InvalidQOS", "BadConstraints", "PartitionConfig",
-            "AccountNotAllowed", "QOSNotAllowed", "JobHeldAdmin", "DependencyNeverSatisfied")
-#: sbatch errors -> provider errors (first match wins; others: ProviderError).
+            "AccountNotAllowed", "QOSNotAllowed", "JobHeldAdmin", "DependencyNeverSatisfied",
+            "PartitionTimeLimit", "PartitionNodeLimit", "ReservationInvalid",
+            "QOSMaxWallDurationPerJobLimit", "AssocMaxWallDurationPerJobLimit",
+            "QOSMaxCpuPerJobLimit", "AssocMaxCpuPerJobLimit", "QOSMaxMemoryPerJob",
+            "AssocMaxMemPerJob")
+#: Errors (anywhere in the output: sbatch prints its retries first) ->
+#: provider errors, first match wins; others: ProviderError.
 ERRORS = (("Unable to contact slurm controller", TransientError),
-          ("Socket timed out", TransientError), ("Slurm temporarily unavailable", TransientError),
+          ("Socket timed out", TransientError), ("temporarily unable", TransientError),
+          ("job queue full", TransientError), ("Munge", TransientError),
           ("Job violates accounting/QOS policy", QuotaError),
           ("QOSMaxSubmitJob", QuotaError), ("AssocMaxSubmitJob", QuotaError),
           ("Access/permission denied", AuthError), ("Invalid user", AuthError),
@@ -130,11 +142,9 @@ class SlurmProvider(Provider):
         res = self.exec.run(argv, stdin)
         if res.returncode == 0:
             return res.stdout
-        err = res.first_error()
-        for needle, kind in ERRORS:
-            if needle.lower() in err.lower():
-                raise kind(f"{what or argv[0]} on {self.exec.describe()}: {err}")
-        raise ProviderError(f"{what or argv[0]} on {self.exec.describe()}: {err}")
+        needle, err = res.error([n for n, _ in ERRORS])
+        kind = dict(ERRORS).get(needle, ProviderError)
+        raise kind(f"{what or argv[0]} on {self.exec.describe()}: {err}")
 
     def _sbatch_args(self, spec: InstanceSpec, name: str, comment: str) -> List[str]:
         args = ["sbatch", "--parsable", f"--job-name={name}", f"--comment={comment}",
@@ -152,18 +162,25 @@ class SlurmProvider(Provider):
 
     # ---------------------------------------------------------------- interface
     def describe(self, spec: InstanceSpec) -> Optional[InstanceType]:
-        """A whole node of the partition (the smallest one): for CPUS/MEMORY auto."""
-        argv = ["sinfo", "--noheader", "--format=%c|%m"]
+        """A whole node of the partition (the smallest one; without PARTITION
+        the cluster's default, marked * by sinfo): for CPUS/MEMORY auto."""
+        argv = ["sinfo", "--noheader", "--format=%P|%c|%m"]
         if self.partition:
             argv.append(f"--partition={self.partition}")
         sizes = []
         for line in self._run(argv, what="sinfo").splitlines():
-            cpus, _, memory = line.strip().partition("|")
+            part, cpus, memory = (line.strip().split("|") + ["", ""])[:3]
+            if not self.partition and not part.endswith("*"):
+                continue
             if cpus.rstrip("+").isdigit() and memory.rstrip("+").isdigit():
                 sizes.append((int(cpus.rstrip("+")), int(memory.rstrip("+"))))
         if not sizes:
             raise ProviderError(f"partition {self.partition or '(default)'} has no nodes")
         cpus, memory = min(sizes)
+        if memory <= 1:   # RealMemory unset in slurm.conf: Slurm says 1 MB
+            raise ProviderError(f"partition {self.partition or '(default)'}: Slurm does not "
+                                f"know its nodes' memory (RealMemory); set "
+                                f"{self.knob('MEMORY')}")
         return InstanceType(self.partition or "default", cpus, memory)
 
     def create(self, spec: InstanceSpec, count: int, tags: Mapping[str, str],
@@ -189,7 +206,8 @@ class SlurmProvider(Provider):
     def list(self, owner_tags: Mapping[str, str]) -> List[Instance]:
         # --me: only this account's jobs; all states, so finished pilots show
         # as terminated (with the reason) until Slurm forgets them (MinJobAge).
-        out = self._run(["env", "SLURM_TIME_FORMAT=%s", "squeue", "--me", "--noheader",
+        # --all: a hidden partition's jobs too.
+        out = self._run(["env", "SLURM_TIME_FORMAT=%s", "squeue", "--me", "--all", "--noheader",
                          "--states=all", f"--format={FIELDS}"], what="squeue")
         instances = []
         for line in out.splitlines():
@@ -200,8 +218,10 @@ class SlurmProvider(Provider):
             tags = _tags(comment.strip())
             if tags is None or any(tags.get(k) != v for k, v in owner_tags.items()):
                 continue
-            st = STATES.get(state.strip(), InstanceState.TERMINATED)
+            st = STATES.get(state.strip(), InstanceState.RUNNING)
             reason = "" if reason.strip() in ("None", "(null)") else reason.strip()
+            if st is InstanceState.RUNNING and state.strip() != "RUNNING":
+                reason = state.strip().lower() + (f" ({reason})" if reason else "")
             if st is InstanceState.PENDING and reason.split(",")[0] in HOPELESS:
                 st = InstanceState.ERROR
             elif st is InstanceState.TERMINATED:
